@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct AgentServiceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent-service",
+        abstract: "Real-time Claude replies with memory: an SSE chat service over Postgres.",
+        subcommands: []
+    )
+}

@@ -1,0 +1,5 @@
+import Testing
+
+@Suite struct PlaceholderAgentServiceTests {
+    @Test func builds() { #expect(Bool(true)) }
+}

@@ -1,0 +1,5 @@
+import Testing
+
+@Suite struct PlaceholderClaudeTests {
+    @Test func builds() { #expect(Bool(true)) }
+}

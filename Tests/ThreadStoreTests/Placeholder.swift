@@ -1,0 +1,5 @@
+import Testing
+
+@Suite struct PlaceholderThreadStoreTests {
+    @Test func builds() { #expect(Bool(true)) }
+}
