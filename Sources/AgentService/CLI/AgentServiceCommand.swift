@@ -5,6 +5,7 @@ struct AgentServiceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent-service",
         abstract: "Real-time Claude replies with memory: an SSE chat service over Postgres.",
-        subcommands: []
+        subcommands: [ServeCommand.self],
+        defaultSubcommand: ServeCommand.self
     )
 }

@@ -1,0 +1,105 @@
+import Claude
+import ClaudeStub
+import Foundation
+import Logging
+import ThreadStore
+
+/// The parts every entry point needs, assembled from configuration: database, Claude (or the offline stub), the
+/// supervisor and the agent. `serve` adds HTTP on top; the CLI uses it directly, in process.
+final class AgentRuntime: Sendable {
+    let configuration: ServiceConfiguration
+    let database: Database
+    let repository: ThreadRepository
+    let claude: ClaudeClient
+    let stub: ClaudeStub?
+    let supervisor: TurnSupervisor
+    let metrics: ServiceMetrics
+    let agent: Agent
+    let logger: Logger
+    let databaseDescription: String
+
+    /// Opens the database (starting the embedded cluster when `DATABASE_URL` is unset) and Claude.
+    static func start(
+        configuration: ServiceConfiguration, environment: AppEnvironment, logger: Logger
+    ) async throws -> AgentRuntime {
+        let (database, description) = try await openDatabase(
+            environment: environment, logger: logger, poolSize: configuration.databasePoolSize,
+            migrate: configuration.autoMigrate)
+        return try await start(
+            configuration: configuration, database: database, databaseDescription: description, logger: logger)
+    }
+
+    /// Assembles a runtime around an open database (tests bring their own).
+    static func start(
+        configuration: ServiceConfiguration, database: Database, databaseDescription: String, logger: Logger
+    ) async throws -> AgentRuntime {
+        var stub: ClaudeStub?
+        let claudeConfiguration: ClaudeConfiguration
+        if let key = configuration.anthropicAPIKey {
+            claudeConfiguration = ClaudeConfiguration(apiKey: key, baseURL: configuration.anthropicBaseURL)
+        } else {
+            var stubConfiguration = StubConfiguration()
+            stubConfiguration.deltaInterval = .milliseconds(configuration.offlineStubDeltaIntervalMs)
+            let offline = ClaudeStub(configuration: stubConfiguration, logger: logger)
+            try await offline.start(host: "127.0.0.1", port: 0)
+            stub = offline
+            claudeConfiguration = ClaudeConfiguration(apiKey: "offline-stub", baseURL: offline.baseURL)
+        }
+        var tuned = claudeConfiguration
+        tuned.maxRetries = configuration.claudeMaxRetries
+        tuned.idleTimeout = .seconds(configuration.claudeIdleTimeoutSeconds)
+        let claude = ClaudeClient(configuration: tuned, logger: logger)
+        let repository = ThreadRepository(database: database)
+        let metrics = ServiceMetrics()
+        let lease = Duration.seconds(120)
+        let supervisor = TurnSupervisor(pingInterval: .seconds(configuration.pingIntervalSeconds), logger: logger) {
+            running in
+            // Renew the lease of turns streaming for over a third of it. Only long replies get here: a typical
+            // turn finishes well before and touches the database exactly twice.
+            for turn in running where turn.age > lease / 3 {
+                do {
+                    try await repository.renewLease(turnID: turn.turnID, userID: turn.userID, lease: lease)
+                } catch {
+                    logger.warning("could not renew a turn's lease", metadata: ["turn_id": "\(turn.turnID)"])
+                }
+            }
+        }
+        let agent = Agent(
+            repository: repository, claude: claude,
+            prompt: PromptBuilder(
+                systemPrompt: configuration.systemPrompt, model: configuration.model,
+                maxTokens: configuration.maxTokens, contextBudgetTokens: configuration.contextBudgetTokens),
+            supervisor: supervisor, metrics: metrics, logger: logger,
+            persistRetry: .seconds(configuration.persistRetrySeconds), historyTurns: configuration.historyTurns,
+            lease: lease)
+        return AgentRuntime(
+            configuration: configuration, database: database, repository: repository, claude: claude, stub: stub,
+            supervisor: supervisor, metrics: metrics, agent: agent, logger: logger,
+            databaseDescription: databaseDescription)
+    }
+
+    private init(
+        configuration: ServiceConfiguration, database: Database, repository: ThreadRepository, claude: ClaudeClient,
+        stub: ClaudeStub?, supervisor: TurnSupervisor, metrics: ServiceMetrics, agent: Agent, logger: Logger,
+        databaseDescription: String
+    ) {
+        self.configuration = configuration
+        self.database = database
+        self.repository = repository
+        self.claude = claude
+        self.stub = stub
+        self.supervisor = supervisor
+        self.metrics = metrics
+        self.agent = agent
+        self.logger = logger
+        self.databaseDescription = databaseDescription
+    }
+
+    /// Waits for running turns, then releases Claude, the stub and the database.
+    func shutdown() async {
+        await supervisor.waitUntilIdle()
+        claude.shutdown()
+        await stub?.stop()
+        await database.close()
+    }
+}

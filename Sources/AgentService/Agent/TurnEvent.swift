@@ -1,0 +1,45 @@
+import Foundation
+import ThreadStore
+
+/// What a running turn tells whoever is listening (an SSE response, the `/query` fallback, the terminal chat).
+enum TurnEvent: Sendable {
+    /// A text delta from Claude, relayed as it arrived.
+    case chunk(String)
+    /// Nothing has happened for a while; transports send a keep-alive.
+    case ping
+    /// The turn is persisted; this is always the last event of a successful turn.
+    case done(TurnOutcome)
+    /// The turn failed after it started; what was received is stored. Always the last event.
+    case failed(TurnFailureInfo)
+}
+
+/// A finished, persisted turn.
+struct TurnOutcome: Sendable {
+    var threadID: String
+    var turnID: UUID
+    var reply: String
+    var usage: TokenUsage
+    var model: String?
+    var stopReason: String?
+    var firstTokenMs: Int?
+    var latencyMs: Int?
+    /// True when this outcome was replayed from the database for a repeated `Idempotency-Key`.
+    var replayed = false
+}
+
+/// Why a turn ended without a complete reply, in the words a client is shown.
+struct TurnFailureInfo: Error, Sendable {
+    /// A stable machine-readable kind: `overloaded_error`, `rate_limit_error`, `upstream_truncated`,
+    /// `upstream_stalled`, `upstream_unavailable`, `interrupted`, `persistence_failed`, ...
+    var type: String
+    var message: String
+    /// Whether sending the same question again may succeed.
+    var retryable: Bool
+}
+
+/// A turn that has been admitted: its ids are known and its events can be awaited.
+struct TurnHandle: Sendable {
+    var threadID: String
+    var turnID: UUID
+    var events: AsyncStream<TurnEvent>
+}

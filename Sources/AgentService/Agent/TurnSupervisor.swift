@@ -1,0 +1,173 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Owns every running turn, independently of the connections that asked for them.
+///
+/// A turn's task is not a child of its HTTP request: a client that disconnects stops *listening*, and the turn
+/// still reads Claude to the end and persists. The supervisor keeps the tasks so that shutdown can wait for them
+/// (up to a grace period) and then cancel the rest, which makes each persist what it has as `interrupted`. It also
+/// sends keep-alive pings to streams that have been idle, from one timer for all turns.
+final class TurnSupervisor: Service, Sendable {
+    /// One running turn. Confined: `task` is written once under the supervisor's lock before anyone reads it.
+    final class Slot: Sendable {
+        let id: UUID
+        let userID: UUID
+        let continuation: AsyncStream<TurnEvent>.Continuation
+        let lastEventNanos: Atomic<UInt64>
+        let startedNanos: UInt64
+        let task: Mutex<Task<Void, Never>?> = Mutex(nil)
+
+        init(id: UUID, userID: UUID, continuation: AsyncStream<TurnEvent>.Continuation, now: UInt64) {
+            self.id = id
+            self.userID = userID
+            self.continuation = continuation
+            self.lastEventNanos = Atomic(now)
+            self.startedNanos = now
+        }
+
+        /// Relays an event to the listener (if any is still there) and notes the time.
+        func send(_ event: TurnEvent) {
+            lastEventNanos.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
+            continuation.yield(event)
+        }
+    }
+
+    private struct State {
+        var slots: [UUID: Slot] = [:]
+        var draining = false
+        var idleWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let state = Mutex(State())
+    private let pingInterval: Duration
+    private let logger: Logger
+    /// A running turn as seen by the periodic tick.
+    struct RunningTurn: Sendable {
+        var turnID: UUID
+        var userID: UUID
+        var age: Duration
+    }
+
+    /// Called with every running turn roughly once per `pingInterval`, e.g. to renew leases.
+    private let onTick: @Sendable ([RunningTurn]) async -> Void
+
+    init(pingInterval: Duration, logger: Logger, onTick: @escaping @Sendable ([RunningTurn]) async -> Void = { _ in }) {
+        self.pingInterval = pingInterval
+        self.logger = logger
+        self.onTick = onTick
+    }
+
+    /// Number of turns running now.
+    var activeCount: Int { state.withLock { $0.slots.count } }
+
+    /// True once shutdown has begun; new turns are refused.
+    var isDraining: Bool { state.withLock { $0.draining } }
+
+    /// Starts `operation` as a supervised turn and returns the stream of its events.
+    ///
+    /// Returns nil when the service is shutting down. The stream buffers without limit (a reply is bounded by
+    /// `max_tokens`), so a slow or departed listener never slows the turn.
+    func launch(
+        turnID: UUID,
+        userID: UUID,
+        operation: @escaping @Sendable (Slot) async -> Void
+    ) -> AsyncStream<TurnEvent>? {
+        let (stream, continuation) = AsyncStream<TurnEvent>.makeStream(bufferingPolicy: .unbounded)
+        let slot = Slot(id: turnID, userID: userID, continuation: continuation, now: DispatchTime.now().uptimeNanoseconds)
+        let admitted = state.withLock { state -> Bool in
+            guard !state.draining else { return false }
+            state.slots[turnID] = slot
+            return true
+        }
+        guard admitted else {
+            continuation.finish()
+            return nil
+        }
+        let task = Task {
+            await operation(slot)
+            slot.continuation.finish()
+            self.finished(turnID)
+        }
+        slot.task.withLock { $0 = task }
+        return stream
+    }
+
+    private func finished(_ id: UUID) {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.slots[id] = nil
+            guard state.slots.isEmpty else { return [] }
+            defer { state.idleWaiters = [] }
+            return state.idleWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Refuses new turns from now on, and cancels whatever is still running after `grace`.
+    func beginShutdown(grace: Duration) {
+        let first = state.withLock { state -> Bool in
+            defer { state.draining = true }
+            return !state.draining
+        }
+        guard first else { return }
+        let running = activeCount
+        logger.notice(
+            "shutdown: refusing new turns; waiting up to \(grace) for \(running) running turn(s) to finish and persist")
+        Task {
+            try? await Task.sleep(for: grace)
+            self.cancelAll(reason: "grace period of \(grace) elapsed")
+        }
+    }
+
+    /// Cancels every running turn; each stores its partial reply as `interrupted`.
+    func cancelAll(reason: String) {
+        let slots = state.withLock { Array($0.slots.values) }
+        guard !slots.isEmpty else { return }
+        logger.warning("shutdown: \(reason); interrupting \(slots.count) turn(s), their partial replies are saved")
+        for slot in slots { slot.task.withLock { $0?.cancel() } }
+    }
+
+    /// Returns once no turn is running.
+    func waitUntilIdle() async {
+        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+            let idle = state.withLock { state -> Bool in
+                if state.slots.isEmpty { return true }
+                state.idleWaiters.append(waiter)
+                return false
+            }
+            if idle { waiter.resume() }
+        }
+    }
+
+    /// Sends pings to idle streams until graceful shutdown, then waits for the running turns.
+    ///
+    /// The graceful-shutdown signal from the service group arrives after the HTTP server has stopped; the grace
+    /// period itself is started earlier by `beginShutdown(grace:)` from the signal handler, so this only makes sure
+    /// nothing is still running when the database closes.
+    func run() async throws {
+        let ticker = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: pingInterval)
+                await tick()
+            }
+        }
+        defer { ticker.cancel() }
+        try? await gracefulShutdown()
+        beginShutdown(grace: .zero)
+        await waitUntilIdle()
+    }
+
+    private func tick() async {
+        let now = DispatchTime.now().uptimeNanoseconds
+        let interval = UInt64(pingInterval.components.seconds) * 1_000_000_000
+            + UInt64(pingInterval.components.attoseconds / 1_000_000_000)
+        let slots = state.withLock { Array($0.slots.values) }
+        var running: [RunningTurn] = []
+        for slot in slots {
+            if now &- slot.lastEventNanos.load(ordering: .relaxed) >= interval { slot.send(.ping) }
+            running.append(RunningTurn(turnID: slot.id, userID: slot.userID, age: .nanoseconds(now &- slot.startedNanos)))
+        }
+        if !running.isEmpty { await onTick(running) }
+    }
+}

@@ -1,0 +1,129 @@
+import ArgumentParser
+import ClaudeStub
+import Dispatch
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `agent-service serve`: the HTTP service.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the HTTP service (SSE chat with memory).",
+        discussion: """
+            Configuration comes from the environment and a .env file in the working directory: HOST, PORT, \
+            DATABASE_URL (unset: an embedded PostgreSQL under .agent-service/), ANTHROPIC_API_KEY (unset: the \
+            built-in offline Claude stub), ANTHROPIC_BASE_URL, CLAUDE_MODEL, CLAUDE_MAX_TOKENS, \
+            CORS_ALLOWED_ORIGINS, SYSTEM_PROMPT / SYSTEM_PROMPT_FILE, LOG_LEVEL, SHUTDOWN_GRACE_SECONDS and the \
+            limits listed in the README. SIGTERM or Ctrl-C stops accepting connections, lets running replies \
+            finish and persist within the grace period, stores what remains as interrupted, and exits 0.
+            """
+    )
+
+    @Option(help: "Listen on this host (overrides HOST).")
+    var host: String?
+
+    @Option(help: "Listen on this port (overrides PORT; 0 picks a free port).")
+    var port: Int?
+
+    func run() async throws {
+        let environment: AppEnvironment
+        var configuration: ServiceConfiguration
+        do {
+            environment = try AppEnvironment.current()
+            configuration = try ServiceConfiguration(environment: environment)
+        } catch {
+            CLI.fail("\(error)")
+        }
+        if let host { configuration.host = host }
+        if let port { configuration.port = port }
+        let logger = CLI.bootstrapLogging(level: configuration.logLevel)
+
+        let runtime: AgentRuntime
+        do {
+            runtime = try await AgentRuntime.start(configuration: configuration, environment: environment, logger: logger)
+        } catch {
+            CLI.fail("\(error)")
+        }
+        try await Self.serve(runtime: runtime, logger: logger)
+    }
+
+    /// Runs the HTTP server until SIGTERM/SIGINT, then shuts down gracefully. Exposed for the end-to-end tests.
+    static func serve(
+        runtime: AgentRuntime, logger: Logger, onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) async throws {
+        let configuration = runtime.configuration
+        if let stub = runtime.stub {
+            logger.warning(
+                "ANTHROPIC_API_KEY is not set: replies come from the built-in OFFLINE Claude stub (\(stub.baseURL)); set ANTHROPIC_API_KEY for real replies")
+        }
+        logger.notice("database: \(runtime.databaseDescription)")
+        logger.notice("user identity: taken from the request's user_id (development mode; no Supabase JWT verification configured)")
+        let api = AgentAPI(
+            agent: runtime.agent, repository: runtime.repository, metrics: runtime.metrics, configuration: configuration,
+            logger: logger)
+        let app = Application(
+            router: api.buildRouter(),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? configuration.port
+                logger.notice("listening on http://\(configuration.host):\(port) (model \(configuration.model))")
+                await onListening(port)
+            },
+            logger: logger)
+
+        var groupConfiguration = ServiceGroupConfiguration(services: [runtime.supervisor, app], logger: logger)
+        // The grace period is enforced by the supervisor; this is only a backstop against a hung service.
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(configuration.shutdownGraceSeconds + 15)
+        let group = ServiceGroup(configuration: groupConfiguration)
+
+        let grace = Duration.seconds(configuration.shutdownGraceSeconds)
+        let signals = ShutdownSignals { count in
+            if count == 1 {
+                logger.notice("received a shutdown signal; stopping new connections (send again to interrupt now)")
+                runtime.supervisor.beginShutdown(grace: grace)
+                Task { await group.triggerGracefulShutdown() }
+            } else {
+                runtime.supervisor.cancelAll(reason: "second shutdown signal")
+            }
+        }
+        defer { signals.cancel() }
+        try await group.run()
+        await runtime.shutdown()
+        logger.notice("stopped cleanly")
+    }
+}
+
+/// SIGTERM/SIGINT handling that leaves the decision to us (the first signal drains, a second interrupts).
+// @unchecked: `sources` is immutable after init, and dispatch sources are thread-safe.
+final class ShutdownSignals: @unchecked Sendable {
+    private let sources: [any DispatchSourceSignal]
+
+    init(handler: @escaping @Sendable (Int) -> Void) {
+        let counter = Counter()
+        var sources: [any DispatchSourceSignal] = []
+        for signalNumber in [SIGTERM, SIGINT] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler { handler(counter.next()) }
+            source.resume()
+            sources.append(source)
+        }
+        self.sources = sources
+    }
+
+    func cancel() {
+        for source in sources { source.cancel() }
+    }
+
+    private final class Counter: Sendable {
+        private let value = Mutex(0)
+        func next() -> Int { value.withLock { $0 += 1; return $0 } }
+    }
+}

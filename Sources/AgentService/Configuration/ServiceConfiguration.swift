@@ -1,0 +1,127 @@
+import Foundation
+import Logging
+
+/// Everything `serve` (and the CLI's in-process agent) reads from the environment, validated once at start-up.
+///
+/// A bad value fails here with one line naming the variable, the value's problem and what is accepted, so an
+/// operator never discovers a typo from a stack trace at the first request.
+struct ServiceConfiguration: Sendable {
+    var host = "127.0.0.1"
+    var port = 8000
+    /// `DATABASE_URL`; nil selects the embedded local cluster under `.agent-service/`.
+    var databaseURL: String?
+    var databasePoolSize = 8
+    /// Apply pending migrations at start-up (always on for the embedded cluster).
+    var autoMigrate = true
+    /// `ANTHROPIC_API_KEY`; nil selects the built-in offline Claude stub.
+    var anthropicAPIKey: String?
+    var anthropicBaseURL = "https://api.anthropic.com"
+    var model = "claude-sonnet-4-5"
+    var maxTokens = 4096
+    var claudeMaxRetries = 2
+    var claudeIdleTimeoutSeconds = 300
+    var corsAllowedOrigins: [String] = ["http://localhost:3000", "http://localhost:5173"]
+    var systemPrompt = ServiceConfiguration.defaultSystemPrompt
+    var logLevel: Logger.Level = .info
+    /// Largest accepted request body, in bytes (413 above it).
+    var maxBodyBytes = 256 * 1024
+    /// Longest accepted question, in Unicode scalars.
+    var maxQuestionLength = 32_000
+    /// How many earlier turns of a thread are loaded for the prompt.
+    var historyTurns = 50
+    /// Rough input budget for history + question (estimated tokens); older turns beyond it are left out.
+    var contextBudgetTokens = 150_000
+    var shutdownGraceSeconds = 25
+    var pingIntervalSeconds = 15
+    /// How long a completed reply's write to the database is retried before the turn is given up.
+    var persistRetrySeconds = 30
+    /// Pacing of the offline stub's replies (milliseconds between words), so streaming is visible without a key.
+    var offlineStubDeltaIntervalMs = 40
+
+    static let defaultSystemPrompt = """
+        You are a helpful, concise assistant in a chat application. Answer in the user's language. \
+        When the user's local time matters, use the local time given with their message.
+        """
+
+    /// Reads and validates the configuration; throws a `ConfigurationError` naming the first bad variable.
+    init(environment env: AppEnvironment) throws {
+        host = env["HOST"] ?? host
+        port = try Self.integer(env, "PORT", default: port, range: 0...65_535)
+        databaseURL = env["DATABASE_URL"]
+        databasePoolSize = try Self.integer(env, "DATABASE_POOL_SIZE", default: databasePoolSize, range: 1...64)
+        autoMigrate = try Self.boolean(env, "AUTO_MIGRATE", default: autoMigrate)
+        anthropicAPIKey = env["ANTHROPIC_API_KEY"]
+        if let base = env["ANTHROPIC_BASE_URL"] {
+            guard let url = URL(string: base), let scheme = url.scheme, ["http", "https"].contains(scheme), url.host != nil
+            else { throw ConfigurationError("ANTHROPIC_BASE_URL: '\(base)' is not an http(s) URL (e.g. https://api.anthropic.com)") }
+            anthropicBaseURL = base.hasSuffix("/") ? String(base.dropLast()) : base
+        }
+        model = env["CLAUDE_MODEL"] ?? model
+        maxTokens = try Self.integer(env, "CLAUDE_MAX_TOKENS", default: maxTokens, range: 1...128_000)
+        claudeMaxRetries = try Self.integer(env, "CLAUDE_MAX_RETRIES", default: claudeMaxRetries, range: 0...10)
+        claudeIdleTimeoutSeconds = try Self.integer(
+            env, "CLAUDE_IDLE_TIMEOUT_SECONDS", default: claudeIdleTimeoutSeconds, range: 1...3_600)
+        if let origins = env["CORS_ALLOWED_ORIGINS"] {
+            corsAllowedOrigins = origins.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+                .filter { !$0.isEmpty }
+            for origin in corsAllowedOrigins where origin != "*" {
+                guard let url = URL(string: origin), url.scheme != nil, url.host != nil, url.path.isEmpty || url.path == "/"
+                else {
+                    throw ConfigurationError(
+                        "CORS_ALLOWED_ORIGINS: '\(origin)' is not an origin (expected scheme://host[:port], comma-separated, or *)")
+                }
+            }
+        }
+        if let prompt = env["SYSTEM_PROMPT"] {
+            systemPrompt = prompt
+        } else if let file = env["SYSTEM_PROMPT_FILE"] {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw ConfigurationError("SYSTEM_PROMPT_FILE: cannot read '\(file)' as UTF-8 text")
+            }
+            systemPrompt = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        if systemPrompt.unicodeScalars.contains("\u{0}") {
+            throw ConfigurationError("SYSTEM_PROMPT: contains a NUL byte")
+        }
+        if let level = env["LOG_LEVEL"] {
+            guard let parsed = Logger.Level(rawValue: level.lowercased()) else {
+                throw ConfigurationError(
+                    "LOG_LEVEL: '\(level)' is not one of trace, debug, info, notice, warning, error, critical")
+            }
+            logLevel = parsed
+        }
+        maxBodyBytes = try Self.integer(env, "MAX_BODY_BYTES", default: maxBodyBytes, range: 1_024...(64 << 20))
+        maxQuestionLength = try Self.integer(env, "MAX_QUESTION_CHARS", default: maxQuestionLength, range: 1...1_000_000)
+        historyTurns = try Self.integer(env, "HISTORY_TURNS", default: historyTurns, range: 0...1_000)
+        contextBudgetTokens = try Self.integer(
+            env, "CONTEXT_BUDGET_TOKENS", default: contextBudgetTokens, range: 1_000...2_000_000)
+        shutdownGraceSeconds = try Self.integer(env, "SHUTDOWN_GRACE_SECONDS", default: shutdownGraceSeconds, range: 0...3_600)
+        pingIntervalSeconds = try Self.integer(env, "SSE_PING_SECONDS", default: pingIntervalSeconds, range: 1...300)
+        persistRetrySeconds = try Self.integer(env, "PERSIST_RETRY_SECONDS", default: persistRetrySeconds, range: 0...3_600)
+        offlineStubDeltaIntervalMs = try Self.integer(
+            env, "OFFLINE_STUB_DELTA_MS", default: offlineStubDeltaIntervalMs, range: 0...10_000)
+    }
+
+    /// A configuration with every default, for tests and tools.
+    init() {}
+
+    /// True when replies come from the built-in stub rather than the Claude API.
+    var usesOfflineStub: Bool { anthropicAPIKey == nil }
+
+    private static func integer(_ env: AppEnvironment, _ key: String, default value: Int, range: ClosedRange<Int>) throws -> Int {
+        guard let text = env[key] else { return value }
+        guard let parsed = Int(text), range.contains(parsed) else {
+            throw ConfigurationError("\(key): '\(text)' is not an integer in \(range.lowerBound)...\(range.upperBound)")
+        }
+        return parsed
+    }
+
+    private static func boolean(_ env: AppEnvironment, _ key: String, default value: Bool) throws -> Bool {
+        guard let text = env[key]?.lowercased() else { return value }
+        switch text {
+        case "1", "true", "yes", "on": return true
+        case "0", "false", "no", "off": return false
+        default: throw ConfigurationError("\(key): '\(text)' is not a boolean (true/false)")
+        }
+    }
+}

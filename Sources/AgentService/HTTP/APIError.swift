@@ -1,0 +1,146 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+
+/// An error answered before any streaming starts: JSON `{"error": {"type", "message"}}` with a fitting status.
+///
+/// The message is written for the developer wiring up a frontend: it names the field and what is accepted.
+struct APIError: HTTPResponseError, Sendable {
+    var status: HTTPResponse.Status
+    var type: String
+    var message: String
+    var field: String?
+    var headers: HTTPFields = [:]
+
+    static func invalid(_ field: String, _ message: String) -> APIError {
+        APIError(status: .badRequest, type: "invalid_request", message: "\(field): \(message)", field: field)
+    }
+
+    static func badRequest(_ message: String) -> APIError {
+        APIError(status: .badRequest, type: "invalid_request", message: message)
+    }
+
+    static let threadNotFound = APIError(
+        status: .notFound, type: "not_found", message: "No such thread for this user.")
+
+    static let threadBusy = APIError(
+        status: .conflict, type: "thread_busy",
+        message: "Another reply is still streaming on this thread; wait for its `done` event and send again.")
+
+    static func turnInProgress(_ turnID: UUID) -> APIError {
+        APIError(
+            status: .conflict, type: "turn_in_progress",
+            message: "A turn with this Idempotency-Key (\(turnID.uuidString.lowercased())) is still streaming.")
+    }
+
+    static let shuttingDown = APIError(
+        status: .serviceUnavailable, type: "shutting_down",
+        message: "The service is shutting down; retry shortly.", headers: [.retryAfter: "2"])
+
+    static let databaseUnavailable = APIError(
+        status: .serviceUnavailable, type: "database_unavailable",
+        message: "The database is unavailable; nothing was stored. Retry shortly.", headers: [.retryAfter: "2"])
+
+    static func payloadTooLarge(limit: Int) -> APIError {
+        APIError(
+            status: .contentTooLarge, type: "payload_too_large",
+            message: "The request body is larger than \(limit) bytes.")
+    }
+
+    static func unsupportedMediaType(_ type: String) -> APIError {
+        APIError(
+            status: .unsupportedMediaType, type: "unsupported_media_type",
+            message: "Content-Type '\(type)' is not supported; send application/json.")
+    }
+
+    static func methodNotAllowed(_ method: HTTPRequest.Method, allowed: [String]) -> APIError {
+        APIError(
+            status: .methodNotAllowed, type: "method_not_allowed",
+            message: "\(method.rawValue) is not allowed here; use \(allowed.joined(separator: " or ")).",
+            headers: [.allow: allowed.joined(separator: ", ")])
+    }
+
+    static let routeNotFound = APIError(status: .notFound, type: "not_found", message: "No such endpoint.")
+
+    static let internalError = APIError(
+        status: .internalServerError, type: "internal_error", message: "Something went wrong on our side.")
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        var body: [String: Any] = ["type": type, "message": message]
+        if let field { body["field"] = field }
+        var response = JSONResponse.make(status: status, object: ["error": body])
+        for field in headers { response.headers.append(field) }
+        return response
+    }
+}
+
+/// Builds JSON responses.
+enum JSONResponse {
+    static func make(status: HTTPResponse.Status = .ok, object: Any) -> Response {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return make(status: status, data: data)
+    }
+
+    static func make<T: Encodable>(status: HTTPResponse.Status = .ok, encodable: T) -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let data = (try? encoder.encode(encodable)) ?? Data("{}".utf8)
+        return make(status: status, data: data)
+    }
+
+    private static func make(status: HTTPResponse.Status, data: Data) -> Response {
+        var buffer = ByteBuffer()
+        buffer.writeBytes(data)
+        buffer.writeInteger(UInt8(ascii: "\n"))
+        return Response(
+            status: status,
+            headers: [.contentType: "application/json; charset=utf-8", .contentLength: String(buffer.readableBytes)],
+            body: .init(byteBuffer: buffer))
+    }
+}
+
+/// Turns every error and every bodiless 404/405 into the JSON error shape: never HTML, never a stack trace.
+struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    /// Known paths and their methods, for 405 instead of 404.
+    let routes: [(pattern: [String], methods: [String])]
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
+        do {
+            let response = try await next(request, context)
+            if response.status == .notFound, response.headers[.contentType] == nil {
+                return try notFound(request, context: context)
+            }
+            return response
+        } catch let error as APIError {
+            return try error.response(from: request, context: context)
+        } catch let error as HTTPError {
+            if error.status == .notFound { return try notFound(request, context: context) }
+            let type = error.status == .contentTooLarge ? "payload_too_large" : "http_error"
+            return try APIError(status: error.status, type: type, message: error.body ?? error.status.reasonPhrase)
+                .response(from: request, context: context)
+        } catch let error as any HTTPResponseError {
+            let type = error.status == .contentTooLarge ? "payload_too_large" : "http_error"
+            return try APIError(status: error.status, type: type, message: error.status.reasonPhrase)
+                .response(from: request, context: context)
+        } catch {
+            logger.error("unhandled error", metadata: ["error": "\(String(reflecting: error))"])
+            return try APIError.internalError.response(from: request, context: context)
+        }
+    }
+
+    private func notFound(_ request: Request, context: Context) throws -> Response {
+        let parts = request.uri.path.split(separator: "/").map(String.init)
+        for route in routes where route.pattern.count == parts.count {
+            let matches = zip(route.pattern, parts).allSatisfy { $0 == "*" || $0 == $1 }
+            if matches, !route.methods.contains(request.method.rawValue) {
+                return try APIError.methodNotAllowed(request.method, allowed: route.methods)
+                    .response(from: request, context: context)
+            }
+        }
+        return try APIError.routeNotFound.response(from: request, context: context)
+    }
+}

@@ -1,0 +1,284 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import ThreadStore
+
+/// The HTTP API of DESIGN.md ("HTTP API"), seed-compatible: routes, validation, SSE relay, error mapping.
+struct AgentAPI: Sendable {
+    let agent: Agent
+    let repository: ThreadRepository
+    let metrics: ServiceMetrics
+    let configuration: ServiceConfiguration
+    let logger: Logger
+
+    /// Paths and their methods, for 405 answers.
+    static let routes: [(pattern: [String], methods: [String])] = [
+        (["query_stream"], ["POST", "OPTIONS"]), (["query"], ["POST", "OPTIONS"]), (["chat"], ["POST", "OPTIONS"]),
+        (["threads"], ["GET", "OPTIONS"]), (["threads", "*"], ["DELETE", "OPTIONS"]),
+        (["threads", "*", "messages"], ["GET", "OPTIONS"]), (["health"], ["GET", "HEAD"]), (["metrics"], ["GET"]),
+    ]
+
+    func buildRouter() -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        router.add(middleware: JSONErrorMiddleware(routes: Self.routes, logger: logger))
+        if !configuration.corsAllowedOrigins.isEmpty {
+            router.add(middleware: AllowedOriginsMiddleware(origins: configuration.corsAllowedOrigins))
+        }
+        router.post("query_stream") { request, context in try await self.queryStream(request, context: context) }
+        router.post("query") { request, context in try await self.query(request, context: context) }
+        router.post("chat") { request, context in try await self.query(request, context: context) }
+        router.get("threads") { request, context in try await self.listThreads(request, context: context) }
+        router.get("threads/:thread_id/messages") { request, context in
+            try await self.messages(request, context: context)
+        }
+        router.delete("threads/:thread_id") { request, context in try await self.deleteThread(request, context: context) }
+        router.get("health") { request, context in await self.health() }
+        router.get("metrics") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: self.metrics.render())))
+        }
+        return router
+    }
+
+    // MARK: Turns
+
+    private func startTurn(_ request: inout Request, context: BasicRequestContext) async throws -> TurnHandle {
+        let body: ByteBuffer
+        do {
+            body = try await request.collectBody(upTo: configuration.maxBodyBytes)
+        } catch {
+            throw APIError.payloadTooLarge(limit: configuration.maxBodyBytes)
+        }
+        let query = try QueryRequest.parse(
+            body: body, headers: request.headers, limits: .init(maxQuestionLength: configuration.maxQuestionLength))
+        do {
+            return try await agent.startTurn(
+                TurnInput(
+                    userID: query.userID, threadID: query.threadID, question: query.question, timeZone: query.timeZone,
+                    idempotencyKey: query.idempotencyKey))
+        } catch {
+            throw Self.apiError(error)
+        }
+    }
+
+    static func apiError(_ error: AgentError) -> APIError {
+        switch error {
+        case .threadBusy: return .threadBusy
+        case .turnInProgress(let id): return .turnInProgress(id)
+        case .shuttingDown: return .shuttingDown
+        case .storeUnavailable: return .databaseUnavailable
+        case .invalidInput(let field, let message): return .invalid(field, message)
+        }
+    }
+
+    private func queryStream(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        var request = request
+        let handle = try await startTurn(&request, context: context)
+        let headers: HTTPFields = [
+            .contentType: "text/event-stream; charset=utf-8",
+            .cacheControl: "no-cache",
+            .xAccelBuffering: "no",
+            .xThreadID: handle.threadID,
+            .xTurnID: handle.turnID.uuidString.lowercased(),
+        ]
+        let logger = context.logger
+        return Response(
+            status: .ok, headers: headers,
+            body: ResponseBody { writer in
+                for await event in handle.events {
+                    do {
+                        try await writer.write(
+                            ServerSentEvents.frame(for: event, threadID: handle.threadID, turnID: handle.turnID))
+                    } catch {
+                        // The client went away. The turn goes on under the supervisor and is persisted.
+                        logger.debug("client disconnected mid-stream; the turn continues")
+                        throw error
+                    }
+                    switch event {
+                    case .done, .failed: break
+                    case .chunk, .ping: continue
+                    }
+                    break
+                }
+                try await writer.finish(nil)
+            })
+    }
+
+    private func query(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        var request = request
+        let handle = try await startTurn(&request, context: context)
+        var text = ""
+        for await event in handle.events {
+            switch event {
+            case .chunk(let chunk): text += chunk
+            case .ping: continue
+            case .done(let outcome):
+                return JSONResponse.make(
+                    object: [
+                        "response": outcome.reply, "thread_id": outcome.threadID,
+                        "turn_id": outcome.turnID.uuidString.lowercased(),
+                        "usage": Self.usageObject(outcome.usage), "stop_reason": outcome.stopReason as Any? ?? NSNull(),
+                        "model": outcome.model as Any? ?? NSNull(),
+                    ])
+            case .failed(let failure):
+                return JSONResponse.make(
+                    status: failure.type == "interrupted" ? .serviceUnavailable : .badGateway,
+                    object: [
+                        "error": ["type": failure.type, "message": failure.message, "retryable": failure.retryable],
+                        "response": text, "thread_id": handle.threadID,
+                        "turn_id": handle.turnID.uuidString.lowercased(),
+                    ])
+            }
+        }
+        throw APIError.internalError
+    }
+
+    static func usageObject(_ usage: TokenUsage) -> [String: Int] {
+        [
+            "input_tokens": usage.inputTokens, "output_tokens": usage.outputTokens,
+            "cache_creation_input_tokens": usage.cacheCreationInputTokens,
+            "cache_read_input_tokens": usage.cacheReadInputTokens,
+        ]
+    }
+
+    // MARK: Threads
+
+    private func userID(_ request: Request) throws -> UUID {
+        guard let text = request.uri.queryParameters["user_id"].map(String.init) else {
+            throw APIError.invalid("user_id", "is required (query parameter)")
+        }
+        return try QueryRequest.userID(text)
+    }
+
+    private func limit(_ request: Request) throws -> Int {
+        guard let text = request.uri.queryParameters["limit"].map(String.init) else { return 20 }
+        guard let value = Int(text), (1...100).contains(value) else {
+            throw APIError.invalid("limit", "must be an integer from 1 to 100")
+        }
+        return value
+    }
+
+    private func threadIDParameter(_ context: BasicRequestContext) throws -> String {
+        guard let raw = context.parameters.get("thread_id") else { throw APIError.threadNotFound }
+        let decoded = raw.removingPercentEncoding ?? raw
+        return try QueryRequest.threadID(decoded)
+    }
+
+    private func storeCall<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as StoreError {
+            logger.warning("database error", metadata: ["error": "\(String(reflecting: error))"])
+            throw APIError.databaseUnavailable
+        }
+    }
+
+    private func listThreads(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let user = try userID(request)
+        let limit = try limit(request)
+        var before: Date?
+        if let text = request.uri.queryParameters["before"].map(String.init) {
+            guard let date = Timestamps.parse(text) else {
+                throw APIError.invalid("before", "must be an ISO 8601 timestamp such as 2026-11-24T18:05:00.000Z")
+            }
+            before = date
+        }
+        let threads = try await storeCall { try await repository.listThreads(userID: user, limit: limit, before: before) }
+        let items: [[String: Any]] = threads.map { thread in
+            [
+                "thread_id": thread.id, "title": thread.title as Any? ?? NSNull(),
+                "created_at": Timestamps.format(thread.createdAt), "updated_at": Timestamps.format(thread.updatedAt),
+                "turn_count": thread.turnCount,
+            ]
+        }
+        let next: Any = threads.count == limit ? Timestamps.format(threads.last!.updatedAt) : NSNull()
+        return JSONResponse.make(object: ["threads": items, "next_before": next])
+    }
+
+    private func messages(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let user = try userID(request)
+        let limit = try limit(request)
+        let threadID = try threadIDParameter(context)
+        var beforeSeq: Int?
+        if let text = request.uri.queryParameters["before"].map(String.init) {
+            guard let seq = Int(text), seq > 0 else { throw APIError.invalid("before", "must be a positive turn number (seq)") }
+            beforeSeq = seq
+        }
+        guard
+            let turns = try await storeCall({
+                try await repository.turns(userID: user, threadID: threadID, limit: limit, beforeSeq: beforeSeq)
+            })
+        else { throw APIError.threadNotFound }
+        var messages: [[String: Any]] = []
+        for turn in turns {
+            let turnID = turn.id.uuidString.lowercased()
+            messages.append([
+                "role": "user", "content": turn.question, "turn_id": turnID, "seq": turn.seq,
+                "created_at": Timestamps.format(turn.startedAt),
+            ])
+            var reply: [String: Any] = [
+                "role": "assistant", "content": turn.reply ?? "", "turn_id": turnID, "seq": turn.seq,
+                "status": turn.status.rawValue, "usage": Self.usageObject(turn.usage),
+            ]
+            if let model = turn.model { reply["model"] = model }
+            if let stop = turn.stopReason { reply["stop_reason"] = stop }
+            if let error = turn.error { reply["error"] = error }
+            if let ms = turn.firstTokenMs { reply["first_token_ms"] = ms }
+            if let finished = turn.finishedAt { reply["created_at"] = Timestamps.format(finished) }
+            messages.append(reply)
+        }
+        let next: Any = turns.count == limit ? (turns.first?.seq ?? 0) : NSNull()
+        return JSONResponse.make(object: ["thread_id": threadID, "messages": messages, "next_before": next])
+    }
+
+    private func deleteThread(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let user = try userID(request)
+        let threadID = try threadIDParameter(context)
+        guard try await storeCall({ try await repository.deleteThread(userID: user, threadID: threadID) }) else {
+            throw APIError.threadNotFound
+        }
+        return JSONResponse.make(object: ["deleted": true, "thread_id": threadID])
+    }
+
+    // MARK: Operations
+
+    private func health() async -> Response {
+        let database: String
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await repository.ping() }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(2))
+                    throw CancellationError()
+                }
+                try await group.next()
+                group.cancelAll()
+            }
+            database = "ok"
+        } catch {
+            database = "unavailable"
+        }
+        let status = database == "ok" ? (agent.supervisor.isDraining ? "draining" : "ok") : "degraded"
+        return JSONResponse.make(
+            status: database == "ok" ? .ok : .serviceUnavailable,
+            object: [
+                "status": status, "database": database, "model": configuration.model,
+                "claude": configuration.usesOfflineStub ? "offline-stub" : "anthropic",
+                "active_streams": agent.supervisor.activeCount,
+            ])
+    }
+}
+
+/// Timestamps on the wire: ISO 8601 UTC with milliseconds.
+enum Timestamps {
+    static func format(_ date: Date) -> String {
+        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+    }
+
+    static func parse(_ text: String) -> Date? {
+        if let date = try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(text) { return date }
+        return try? Date.ISO8601FormatStyle().parse(text)
+    }
+}

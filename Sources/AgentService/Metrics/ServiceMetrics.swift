@@ -1,0 +1,107 @@
+import Prometheus
+import Synchronization
+import ThreadStore
+
+/// The service's Prometheus metrics, exposed at `GET /metrics`.
+///
+/// Names follow Prometheus conventions (`_total` counters, `_seconds` histograms). Label values are bounded sets
+/// (outcomes and upstream error types), never user data.
+final class ServiceMetrics: Sendable {
+    let registry = PrometheusCollectorRegistry()
+    private let activeStreams: Gauge
+    private let timeToFirstChunk: DurationHistogram
+    private let streamDuration: DurationHistogram
+    private let inputTokens: Counter
+    private let outputTokens: Counter
+    private let cacheReadTokens: Counter
+    private let cacheWriteTokens: Counter
+    private let active = Atomic<Int>(0)
+
+    private static let latencyBuckets: [Duration] = [
+        .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+        .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2_500), .seconds(5), .seconds(10),
+    ]
+    private static let durationBuckets: [Duration] = [
+        .milliseconds(100), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5), .seconds(10), .seconds(30),
+        .seconds(60), .seconds(120), .seconds(300),
+    ]
+
+    private static func name(_ metric: String, unit: String = "", help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "agent", metricName: metric, unitName: unit, helpText: help)
+    }
+
+    private static var tokensName: MetricNameDescriptor {
+        name("tokens", unit: "total", help: "Tokens reported by Claude, by kind.")
+    }
+    private static var turnsName: MetricNameDescriptor {
+        name("turns", unit: "total", help: "Turns finished, by outcome.")
+    }
+    private static var upstreamErrorsName: MetricNameDescriptor {
+        name("upstream_errors", unit: "total", help: "Claude errors by type, after the client's retries.")
+    }
+
+    init() {
+        activeStreams = registry.makeGauge(descriptor: Self.name("active_streams", help: "Turns streaming right now."))
+        timeToFirstChunk = registry.makeDurationHistogram(
+            descriptor: Self.name(
+                "time_to_first_chunk", unit: "seconds",
+                help: "From the start of a turn's Claude request to its first text delta."),
+            buckets: Self.latencyBuckets)
+        streamDuration = registry.makeDurationHistogram(
+            descriptor: Self.name(
+                "stream_duration", unit: "seconds",
+                help: "From the start of a turn's Claude request to the end of its stream."),
+            buckets: Self.durationBuckets)
+        inputTokens = registry.makeCounter(descriptor: Self.tokensName, labels: [("kind", "input")])
+        outputTokens = registry.makeCounter(descriptor: Self.tokensName, labels: [("kind", "output")])
+        cacheReadTokens = registry.makeCounter(descriptor: Self.tokensName, labels: [("kind", "cache_read")])
+        cacheWriteTokens = registry.makeCounter(descriptor: Self.tokensName, labels: [("kind", "cache_write")])
+        for outcome in ["completed", "failed", "interrupted", "persist_failed"] {
+            _ = turnCounter(outcome)
+        }
+    }
+
+    private func turnCounter(_ outcome: String) -> Counter {
+        registry.makeCounter(descriptor: Self.turnsName, labels: [("outcome", outcome)])
+    }
+
+    func streamStarted() {
+        activeStreams.set(Double(active.add(1, ordering: .relaxed).newValue))
+    }
+
+    func streamEnded(duration: Duration) {
+        activeStreams.set(Double(active.subtract(1, ordering: .relaxed).newValue))
+        streamDuration.record(duration)
+    }
+
+    func firstChunk(after duration: Duration) {
+        timeToFirstChunk.record(duration)
+    }
+
+    func turnFinished(outcome: String) {
+        turnCounter(outcome).increment()
+    }
+
+    func upstreamError(type: String) {
+        registry.makeCounter(descriptor: Self.upstreamErrorsName, labels: [("type", Self.boundedLabel(type))])
+            .increment()
+    }
+
+    func tokens(_ usage: TokenUsage) {
+        inputTokens.increment(by: Int64(usage.inputTokens))
+        outputTokens.increment(by: Int64(usage.outputTokens))
+        cacheReadTokens.increment(by: Int64(usage.cacheReadInputTokens))
+        cacheWriteTokens.increment(by: Int64(usage.cacheCreationInputTokens))
+    }
+
+    /// The exposition text.
+    func render() -> String {
+        registry.emitToString()
+    }
+
+    /// Keeps label cardinality bounded even if an upstream invents error types.
+    private static func boundedLabel(_ value: String) -> String {
+        let cleaned = value.prefix(40).filter { $0.isLetter || $0.isNumber || $0 == "_" }
+        return cleaned.isEmpty ? "unknown" : String(cleaned)
+    }
+}
