@@ -1,6 +1,6 @@
 public import Foundation
 public import Logging
-public struct ClaudeConfiguration: Sendable { public var apiKey: String; public var baseURL: String; public var maxRetries = 2; public var idleTimeout: Duration = .seconds(300)
+public struct ClaudeConfiguration: Sendable { public var apiKey: String; public var baseURL: String; public var maxRetries = 2; public var idleTimeout: Duration = .seconds(300); public var retryDelayScale = 1.0
   public init(apiKey: String, baseURL: String = "https://api.anthropic.com") { self.apiKey = apiKey; self.baseURL = baseURL } }
 public struct CacheControl: Sendable { public static let ephemeral = CacheControl() }
 public struct TextBlock: Sendable { public var text: String; public var cacheControl: CacheControl?; public init(text: String, cacheControl: CacheControl? = nil) { self.text = text } }

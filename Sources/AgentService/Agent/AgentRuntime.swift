@@ -48,6 +48,7 @@ final class AgentRuntime: Sendable {
         var tuned = claudeConfiguration
         tuned.maxRetries = configuration.claudeMaxRetries
         tuned.idleTimeout = .seconds(configuration.claudeIdleTimeoutSeconds)
+        tuned.retryDelayScale = configuration.claudeRetryDelayScale
         let claude = ClaudeClient(configuration: tuned, logger: logger)
         let repository = ThreadRepository(database: database)
         let metrics = ServiceMetrics()

@@ -54,9 +54,14 @@ struct ServeCommand: AsyncParsableCommand {
         try await Self.serve(runtime: runtime, logger: logger)
     }
 
-    /// Runs the HTTP server until SIGTERM/SIGINT, then shuts down gracefully. Exposed for the end-to-end tests.
+    /// Runs the HTTP server until SIGTERM/SIGINT (or `controller.requestShutdown()`), then shuts down gracefully.
+    ///
+    /// - Parameters:
+    ///   - handleSignals: Install SIGTERM/SIGINT handlers (the command does; in-process tests do not).
+    ///   - onListening: Called with the bound port and the controller once the server accepts connections.
     static func serve(
-        runtime: AgentRuntime, logger: Logger, onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+        runtime: AgentRuntime, logger: Logger, handleSignals: Bool = true,
+        onListening: @escaping @Sendable (Int, ServiceController) async -> Void = { _, _ in }
     ) async throws {
         let configuration = runtime.configuration
         if let stub = runtime.stub {
@@ -64,17 +69,19 @@ struct ServeCommand: AsyncParsableCommand {
                 "ANTHROPIC_API_KEY is not set: replies come from the built-in OFFLINE Claude stub (\(stub.baseURL)); set ANTHROPIC_API_KEY for real replies")
         }
         logger.notice("database: \(runtime.databaseDescription)")
-        logger.notice("user identity: taken from the request's user_id (development mode; no Supabase JWT verification configured)")
+        logger.notice(
+            "user identity: taken from the request's user_id (development mode; no Supabase JWT verification configured)")
         let api = AgentAPI(
             agent: runtime.agent, repository: runtime.repository, metrics: runtime.metrics, configuration: configuration,
             logger: logger)
+        let controllerBox = Mutex<ServiceController?>(nil)
         let app = Application(
             router: api.buildRouter(),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? configuration.port
                 logger.notice("listening on http://\(configuration.host):\(port) (model \(configuration.model))")
-                await onListening(port)
+                if let controller = controllerBox.withLock({ $0 }) { await onListening(port, controller) }
             },
             logger: logger)
 
@@ -82,21 +89,45 @@ struct ServeCommand: AsyncParsableCommand {
         // The grace period is enforced by the supervisor; this is only a backstop against a hung service.
         groupConfiguration.maximumGracefulShutdownDuration = .seconds(configuration.shutdownGraceSeconds + 15)
         let group = ServiceGroup(configuration: groupConfiguration)
+        let controller = ServiceController(
+            group: group, supervisor: runtime.supervisor, grace: .seconds(configuration.shutdownGraceSeconds),
+            logger: logger)
+        controllerBox.withLock { $0 = controller }
 
-        let grace = Duration.seconds(configuration.shutdownGraceSeconds)
-        let signals = ShutdownSignals { count in
-            if count == 1 {
-                logger.notice("received a shutdown signal; stopping new connections (send again to interrupt now)")
-                runtime.supervisor.beginShutdown(grace: grace)
-                Task { await group.triggerGracefulShutdown() }
-            } else {
-                runtime.supervisor.cancelAll(reason: "second shutdown signal")
-            }
-        }
-        defer { signals.cancel() }
+        let signals = handleSignals ? ShutdownSignals { count in
+            if count == 1 { controller.requestShutdown() } else { controller.interruptNow() }
+        } : nil
+        defer { signals?.cancel() }
         try await group.run()
         await runtime.shutdown()
         logger.notice("stopped cleanly")
+    }
+}
+
+/// Starts a graceful shutdown of a running service: what the first SIGTERM does.
+final class ServiceController: Sendable {
+    private let group: ServiceGroup
+    private let supervisor: TurnSupervisor
+    private let grace: Duration
+    private let logger: Logger
+
+    init(group: ServiceGroup, supervisor: TurnSupervisor, grace: Duration, logger: Logger) {
+        self.group = group
+        self.supervisor = supervisor
+        self.grace = grace
+        self.logger = logger
+    }
+
+    /// Stops accepting connections, lets running turns finish within the grace period, then interrupts the rest.
+    func requestShutdown() {
+        logger.notice("shutting down: no new connections (signal again to interrupt running replies now)")
+        supervisor.beginShutdown(grace: grace)
+        Task { await group.triggerGracefulShutdown() }
+    }
+
+    /// Interrupts every running turn now; each stores its partial reply as `interrupted`.
+    func interruptNow() {
+        supervisor.cancelAll(reason: "second shutdown signal")
     }
 }
 

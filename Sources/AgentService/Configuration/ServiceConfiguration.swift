@@ -20,6 +20,8 @@ struct ServiceConfiguration: Sendable {
     var maxTokens = 4096
     var claudeMaxRetries = 2
     var claudeIdleTimeoutSeconds = 300
+    /// Scales the client's retry delays (tests shorten them; not settable from the environment).
+    var claudeRetryDelayScale = 1.0
     var corsAllowedOrigins: [String] = ["http://localhost:3000", "http://localhost:5173"]
     var systemPrompt = ServiceConfiguration.defaultSystemPrompt
     var logLevel: Logger.Level = .info

@@ -1,5 +1,0 @@
-import Testing
-
-@Suite struct PlaceholderAgentServiceTests {
-    @Test func builds() { #expect(Bool(true)) }
-}

@@ -1,0 +1,112 @@
+import ClaudeStub
+import Foundation
+import Logging
+import TestSupport
+import ThreadStore
+
+@testable import AgentService
+
+/// A real `agent-service serve` in this process: a fresh Postgres database, a Claude stub on loopback, the HTTP
+/// server on an ephemeral port.
+struct ServiceHarness: Sendable {
+    let port: Int
+    let runtime: AgentRuntime
+    let stub: ClaudeStub
+    let controller: ServiceController
+    let conninfo: String
+    let serving: Task<Void, any Error>
+
+    var repository: ThreadRepository { runtime.repository }
+
+    static func start(
+        stub stubConfiguration: StubConfiguration = StubConfiguration(),
+        configure: (inout ServiceConfiguration) -> Void = { _ in }
+    ) async throws -> ServiceHarness {
+        let (conninfo, database) = try await TestPostgres.freshDatabase()
+        let stub = ClaudeStub(configuration: stubConfiguration, logger: Logger(label: "stub"))
+        try await stub.start(host: "127.0.0.1", port: 0)
+        var configuration = ServiceConfiguration()
+        configuration.port = 0
+        configuration.anthropicAPIKey = "test-key"
+        configuration.anthropicBaseURL = stub.baseURL
+        configuration.claudeRetryDelayScale = 0.01
+        configuration.claudeIdleTimeoutSeconds = 2
+        configuration.shutdownGraceSeconds = 10
+        configure(&configuration)
+        var logger = Logger(label: "agent-service-test")
+        logger.logLevel = .warning
+        let runtime = try await AgentRuntime.start(
+            configuration: configuration, database: database, databaseDescription: "test database", logger: logger)
+        let (ready, readyContinuation) = AsyncStream<(Int, ServiceController)>.makeStream()
+        let serving = Task {
+            try await ServeCommand.serve(runtime: runtime, logger: logger, handleSignals: false) { port, controller in
+                readyContinuation.yield((port, controller))
+                readyContinuation.finish()
+            }
+        }
+        var iterator = ready.makeAsyncIterator()
+        guard let (port, controller) = await iterator.next() else { throw HarnessError("service did not start") }
+        return ServiceHarness(
+            port: port, runtime: runtime, stub: stub, controller: controller, conninfo: conninfo, serving: serving)
+    }
+
+    /// Runs `body` against a fresh service and always shuts it down afterwards.
+    static func run(
+        stub stubConfiguration: StubConfiguration = StubConfiguration(),
+        configure: (inout ServiceConfiguration) -> Void = { _ in },
+        _ body: (ServiceHarness) async throws -> Void
+    ) async throws {
+        let service = try await start(stub: stubConfiguration, configure: configure)
+        do {
+            try await body(service)
+        } catch {
+            await service.stop()
+            throw error
+        }
+        await service.stop()
+    }
+
+    /// Graceful shutdown, then waits for the service to return.
+    func stop() async {
+        controller.requestShutdown()
+        _ = try? await serving.value
+        await stub.stop()
+    }
+
+    /// A JSON body for the query endpoints.
+    static func body(
+        _ question: String, user: UUID, thread: String? = nil, timeZone: String = "Europe/Berlin"
+    ) -> [String: any Sendable] {
+        var body: [String: any Sendable] = [
+            "question": question, "user_id": user.uuidString.lowercased(), "user_timezone": timeZone,
+        ]
+        if let thread { body["thread_id"] = thread }
+        return body
+    }
+
+    /// Streams one turn to the end and returns its events.
+    func streamTurn(
+        _ question: String, user: UUID, thread: String? = nil, headers: [String: String] = [:]
+    ) async throws -> (stream: EventStream, events: [ReceivedEvent]) {
+        let stream = try await TestHTTP.openEventStream(
+            port: port, json: Self.body(question, user: user, thread: thread), headers: headers)
+        return (stream, await stream.all())
+    }
+
+    /// Polls until `condition` holds or `timeout` passes.
+    func eventually(
+        timeout: Duration = .seconds(10), _ condition: @Sendable () async throws -> Bool
+    ) async throws -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if try await condition() { return true }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return try await condition()
+    }
+}
+
+struct HarnessError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

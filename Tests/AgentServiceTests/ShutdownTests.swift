@@ -1,0 +1,162 @@
+import ClaudeStub
+import Foundation
+import Logging
+import TestSupport
+import Testing
+import ThreadStore
+
+@testable import AgentService
+
+/// The built `agent-service` binary, run as a real process.
+struct ServiceProcess {
+    let process: Process
+    let port: Int
+    let stderr: Pipe
+
+    static var binary: URL {
+        if let path = ProcessInfo.processInfo.environment["AGENT_SERVICE_BINARY"] { return URL(fileURLWithPath: path) }
+        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent(".build/debug/agent-service")
+    }
+
+    static func start(environment: [String: String], arguments: [String] = ["serve"]) async throws -> ServiceProcess {
+        guard FileManager.default.isExecutableFile(atPath: binary.path) else {
+            throw HarnessError("\(binary.path) is missing: run `swift build` first (or set AGENT_SERVICE_BINARY)")
+        }
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = arguments
+        process.environment = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"]
+            .merging(environment) { $1 }
+        process.currentDirectoryURL = FileManager.default.temporaryDirectory
+        let stderr = Pipe()
+        process.standardError = stderr
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let port = try await Self.listeningPort(stderr.fileHandleForReading)
+        return ServiceProcess(process: process, port: port, stderr: stderr)
+    }
+
+    /// Reads the log until the "listening on http://host:port" line.
+    private static func listeningPort(_ handle: FileHandle) async throws -> Int {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread {
+                var text = ""
+                while true {
+                    let data = handle.availableData
+                    if data.isEmpty {
+                        continuation.resume(throwing: HarnessError("service exited before listening:\n\(text)"))
+                        return
+                    }
+                    text += String(decoding: data, as: UTF8.self)
+                    if let range = text.range(of: #"listening on http://[^:]+:(\d+)"#, options: .regularExpression) {
+                        let port = Int(text[range].split(separator: ":").last ?? "") ?? 0
+                        continuation.resume(returning: port)
+                        // Keep draining so the child never blocks on a full pipe.
+                        while !handle.availableData.isEmpty {}
+                        return
+                    }
+                }
+            }.start()
+        }
+    }
+
+    func waitForExit(timeout: Duration) async -> Int32? {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            if ContinuousClock.now > deadline {
+                process.interrupt()
+                kill(process.processIdentifier, SIGKILL)
+                return nil
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return process.terminationStatus
+    }
+}
+
+@Suite("Graceful shutdown of the real binary", .serialized, .timeLimit(.minutes(3)))
+struct ShutdownTests {
+    @Test("SIGTERM during 20 in-flight streams: all complete and are persisted, and the process exits 0")
+    func sigtermDrainsInFlightStreams() async throws {
+        let (conninfo, database) = try await TestPostgres.freshDatabase()
+        let repository = ThreadRepository(database: database)
+        let stub = ClaudeStub(logger: Logger(label: "stub"))
+        try await stub.start(host: "127.0.0.1", port: 0)
+        let service = try await ServiceProcess.start(environment: [
+            "DATABASE_URL": conninfo, "ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": stub.baseURL,
+            "PORT": "0", "LOG_LEVEL": "notice", "SHUTDOWN_GRACE_SECONDS": "20",
+        ])
+        let user = UUID()
+        var streams: [EventStream] = []
+        for index in 0..<20 {
+            streams.append(
+                try await TestHTTP.openEventStream(
+                    port: service.port,
+                    json: ServiceHarness.body("[[stub:slow 100ms x 20]] stream \(index)", user: user, thread: "s\(index)")))
+        }
+        // Everyone is streaming before the signal arrives.
+        var iterators = streams.map { $0.stream.makeAsyncIterator() }
+        var collected: [[ReceivedEvent]] = Array(repeating: [], count: streams.count)
+        for index in iterators.indices {
+            while let event = await iterators[index].next() {
+                collected[index].append(event)
+                if event.chunk != nil { break }
+            }
+        }
+        kill(service.process.processIdentifier, SIGTERM)
+        try await Task.sleep(for: .milliseconds(300))
+        await #expect(throws: (any Error).self, "new connections are refused during shutdown") {
+            _ = try await TestHTTP.request(port: service.port, method: "GET", path: "/health")
+        }
+        for index in iterators.indices {
+            while let event = await iterators[index].next() { collected[index].append(event) }
+        }
+        for events in collected {
+            #expect(events.last?.isDone == true)
+            #expect(events.compactMap(\.chunk).count == 20)
+        }
+        let status = await service.waitForExit(timeout: .seconds(30))
+        #expect(status == 0)
+        for index in 0..<20 {
+            let turns = try await repository.turns(userID: user, threadID: "s\(index)", limit: 5, beforeSeq: nil)
+            #expect(turns?.count == 1)
+            #expect(turns?.first?.status == .completed)
+            #expect(turns?.first?.reply?.split(separator: " ").count == 20)
+        }
+        await stub.stop()
+    }
+
+    @Test("when the grace period runs out, unfinished turns are stored as interrupted with their partial text")
+    func graceExpiryInterrupts() async throws {
+        let (conninfo, database) = try await TestPostgres.freshDatabase()
+        let repository = ThreadRepository(database: database)
+        let stub = ClaudeStub(logger: Logger(label: "stub"))
+        try await stub.start(host: "127.0.0.1", port: 0)
+        let service = try await ServiceProcess.start(environment: [
+            "DATABASE_URL": conninfo, "ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": stub.baseURL,
+            "PORT": "0", "LOG_LEVEL": "notice", "SHUTDOWN_GRACE_SECONDS": "1",
+        ])
+        let user = UUID()
+        let stream = try await TestHTTP.openEventStream(
+            port: service.port, json: ServiceHarness.body("[[stub:slow 100ms x 100]] long one", user: user, thread: "long"))
+        let turnID = try #require(stream.headers["x-turn-id"].flatMap(UUID.init(uuidString:)))
+        var iterator = stream.stream.makeAsyncIterator()
+        var events: [ReceivedEvent] = []
+        while let event = await iterator.next() {
+            events.append(event)
+            if event.chunk != nil { break }
+        }
+        kill(service.process.processIdentifier, SIGTERM)
+        while let event = await iterator.next() { events.append(event) }
+        #expect(events.last?.error?["type"] as? String == "interrupted")
+        let status = await service.waitForExit(timeout: .seconds(20))
+        #expect(status == 0)
+        let turn = try #require(try await repository.turn(userID: user, id: turnID))
+        #expect(turn.status == .interrupted)
+        let streamed = events.compactMap(\.chunk).joined()
+        #expect(!streamed.isEmpty)
+        #expect(turn.reply == streamed)
+        await stub.stop()
+    }
+}
