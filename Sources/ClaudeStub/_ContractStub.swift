@@ -4,3 +4,4 @@ public final class ClaudeStub: Sendable { public init(configuration: StubConfigu
   public func start(host: String = "127.0.0.1", port: Int = 0) async throws {}; public var baseURL: String { "" }; public func stop() async {} }
 public struct StubRequest: Sendable { public var messages: [(role: String, text: String)] { [] } }
 extension ClaudeStub { public var receivedRequests: [StubRequest] { [] } }
+extension StubRequest { public var model: String { "" } }
