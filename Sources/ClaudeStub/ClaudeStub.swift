@@ -196,6 +196,7 @@ public final class ClaudeStub: Sendable {
                     try await Task.sleep(for: .seconds(600))
                 }
             })
+            try await writer.finish(nil)
         }
         return Response(status: .ok, headers: fields, body: responseBody)
     }
