@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 public import Logging
 import NIOCore
+import ServiceLifecycle
 import Synchronization
 
 /// A local HTTP server speaking the Claude Messages API wire format on `POST /v1/messages`, streaming and not,
@@ -32,6 +33,7 @@ public final class ClaudeStub: Sendable {
         var cachedPrefixes: Set<Int> = []
         var port = 0
         var task: Task<Void, Never>?
+        var group: ServiceGroup?
         var counter = 0
     }
 
@@ -73,9 +75,10 @@ public final class ClaudeStub: Sendable {
             },
             logger: logger
         )
+        let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
         let task = Task {
             do {
-                try await app.run()
+                try await group.run()
             } catch {
                 self.logger.error("claude stub stopped: \(error)")
             }
@@ -88,6 +91,7 @@ public final class ClaudeStub: Sendable {
         state.withLock {
             $0.port = bound
             $0.task = task
+            $0.group = group
         }
     }
 
@@ -97,14 +101,23 @@ public final class ClaudeStub: Sendable {
     /// The bound port.
     public var port: Int { state.withLock { $0.port } }
 
-    /// Stops the server (open streams are cancelled).
-    public func stop() async {
-        let task = state.withLock { s -> Task<Void, Never>? in
-            defer { s.task = nil }
-            return s.task
+    /// Stops the server: gracefully, then (after `grace`) by cancelling streams still open.
+    public func stop(grace: Duration = .milliseconds(500)) async {
+        let (task, group) = state.withLock { s -> (Task<Void, Never>?, ServiceGroup?) in
+            defer {
+                s.task = nil
+                s.group = nil
+            }
+            return (s.task, s.group)
         }
-        task?.cancel()
-        await task?.value
+        guard let task else { return }
+        await group?.triggerGracefulShutdown()
+        let watchdog = Task {
+            try await Task.sleep(for: grace)
+            task.cancel()
+        }
+        await task.value
+        watchdog.cancel()
     }
 
     /// Queues scenarios for the next requests, first in first out, ahead of directives and the default.
