@@ -1,0 +1,215 @@
+import Foundation
+import Logging
+
+/// A streamed reply: typed events, ending after `message_stop`; failures throw ``ClaudeError``.
+///
+/// - The request is sent when iteration starts. Failures before any content event reached the consumer are
+///   retried per ``RetryPolicy`` (non-2xx, connection errors, and a stream that fails before its first content
+///   event). Pre-content events (`message_start`, `content_block_start`, `ping`) of an attempt are held back and
+///   released together with its first content event, so a retry is invisible; the first delta is not delayed.
+/// - After content was delivered nothing is retried: an `event: error` throws an `api` error (status 200), an
+///   end without `message_stop` throws `truncated`, silence beyond the idle timeout throws `stalled`.
+/// - After `message_stop` the transfer is released at once, even if the server keeps the socket open.
+/// - Cancelling the consuming task, or dropping the iterator, cancels the transfer.
+public struct MessageStream: AsyncSequence, Sendable {
+    /// The element type.
+    public typealias Element = MessageStreamEvent
+    /// The failure type.
+    public typealias Failure = ClaudeError
+
+    let client: ClaudeClient
+    let request: MessagesRequest
+
+    /// Iterates the events of one request.
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let driver: StreamDriver
+
+        /// The next event, or `nil` after `message_stop`.
+        public mutating func next() async throws(ClaudeError) -> MessageStreamEvent? {
+            try await driver.next()
+        }
+    }
+
+    /// Starts a new request on first `next()`.
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(driver: StreamDriver(client: client, request: request))
+    }
+}
+
+/// The pull-driven state of one streamed request.
+final class StreamDriver: @unchecked Sendable {  // used only by the single task iterating its MessageStream
+    let client: ClaudeClient
+    let request: MessagesRequest
+    private var body: [UInt8]?
+    private var response: HTTPStreamingResponse?
+    private var iterator: HTTPStreamingResponse.AsyncIterator?
+    private var decoder = SSEDecoder()
+    private var ready: [MessageStreamEvent] = []
+    private var readyIndex = 0
+    private var held: [MessageStreamEvent] = []
+    private var contentDelivered = false
+    private var finished = false
+    private var attempts = 0
+    private var requestID: String?
+    private var usage = Usage()
+    private let jsonDecoder = JSONDecoder()
+
+    init(client: ClaudeClient, request: MessagesRequest) {
+        self.client = client
+        self.request = request
+    }
+
+    deinit {
+        response?.cancel()
+    }
+
+    func next() async throws(ClaudeError) -> MessageStreamEvent? {
+        while true {
+            if readyIndex < ready.count {
+                let event = ready[readyIndex]
+                readyIndex += 1
+                if readyIndex == ready.count {
+                    ready.removeAll(keepingCapacity: true)
+                    readyIndex = 0
+                }
+                return event
+            }
+            if finished { return nil }
+            do {
+                try await step()
+            } catch {
+                finished = true
+                release()
+                throw error
+            }
+        }
+    }
+
+    /// Opens a response if needed, then reads one chunk and turns it into events.
+    private func step() async throws(ClaudeError) {
+        if iterator == nil {
+            if body == nil { body = try request.normalized().jsonBody(stream: true) }
+            let opened = try await client.open(body: body!, stream: true, attempts: &attempts)
+            response = opened
+            iterator = opened.makeAsyncIterator()
+            requestID = opened.headers["request-id"]
+            decoder = SSEDecoder()
+            held.removeAll()
+            usage = Usage()
+        }
+        let chunk: [UInt8]?
+        do {
+            chunk = try await iterator!.next()
+        } catch {
+            if Task.isCancelled {
+                throw ClaudeError(kind: .cancelled, message: "cancelled", requestID: requestID, attempts: attempts)
+            }
+            try await failAttempt(client.mapTransportError(error, attempts: attempts, afterHead: true, requestID: requestID))
+            return
+        }
+        guard let chunk else {
+            decoder.finish()
+            try await failAttempt(
+                ClaudeError(
+                    kind: .truncated, status: 200, message: "the stream ended before message_stop", requestID: requestID,
+                    isRetryable: true, attempts: attempts
+                )
+            )
+            return
+        }
+        for event in decoder.feed(chunk) {
+            if let failure = handle(event) {
+                try await failAttempt(failure)
+                return
+            }
+            if finished {
+                release()
+                return
+            }
+        }
+    }
+
+    /// Retries if nothing was delivered yet and the failure allows it; otherwise throws it.
+    private func failAttempt(_ failure: ClaudeError) async throws(ClaudeError) {
+        release()
+        let policy = client.retryPolicy
+        guard !contentDelivered, failure.isRetryable, policy.hasBudget(retriesSoFar: attempts - 1) else {
+            var final = failure
+            if contentDelivered { final.isRetryable = false }
+            throw final
+        }
+        let delay = policy.delay(headers: HTTPHeaders(), retriesSoFar: attempts - 1)
+        client.logger.info(
+            "retrying Claude stream that failed before content",
+            metadata: ["attempt": "\(attempts)", "kind": "\(failure.kind)", "request-id": "\(failure.requestID ?? "-")"]
+        )
+        try await client.sleep(delay, attempts: attempts)
+    }
+
+    private func release() {
+        response?.cancel()
+        response = nil
+        iterator = nil
+    }
+
+    /// Maps one SSE event; returns a failure for an `error` event.
+    private func handle(_ sse: SSEEvent) -> ClaudeError? {
+        guard let wire = try? jsonDecoder.decode(WireEvent.self, from: Data(sse.data.utf8)) else {
+            if sse.event == "error" {
+                return ClaudeError(kind: .api, status: 200, message: sse.data, requestID: requestID, attempts: attempts)
+            }
+            return nil
+        }
+        switch sse.event ?? wire.type {
+        case "message_start":
+            let message = wire.message
+            usage = message?.usage?.merged(into: Usage()) ?? Usage()
+            let start = MessageStart(
+                id: message?.id ?? "", model: message?.model ?? "", usage: usage, requestID: requestID, attempts: attempts
+            )
+            emit(.messageStart(start), isContent: false)
+        case "content_block_start":
+            emit(.contentBlockStart(index: wire.index ?? 0, type: wire.content_block?.type ?? "unknown"), isContent: false)
+        case "ping":
+            emit(.ping, isContent: false)
+        case "content_block_delta":
+            let index = wire.index ?? 0
+            if wire.delta?.type == "text_delta" {
+                emit(.textDelta(index: index, text: wire.delta?.text ?? ""), isContent: true)
+            } else {
+                emit(.otherDelta(index: index, type: wire.delta?.type ?? "unknown"), isContent: true)
+            }
+        case "content_block_stop":
+            emit(.contentBlockStop(index: wire.index ?? 0), isContent: true)
+        case "message_delta":
+            usage = wire.usage?.merged(into: usage) ?? usage
+            emit(.messageDelta(stopReason: wire.delta?.stop_reason, stopSequence: wire.delta?.stop_sequence, usage: usage), isContent: true)
+        case "message_stop":
+            emit(.messageStop, isContent: true)
+            finished = true
+        case "error":
+            let type = wire.error?.type
+            let retryable = ["overloaded_error", "api_error", "rate_limit_error", "timeout_error"].contains(type ?? "")
+            return ClaudeError(
+                kind: .api, status: 200, type: type, message: wire.error?.message ?? sse.data,
+                requestID: requestID ?? wire.request_id, isRetryable: retryable, attempts: attempts
+            )
+        default:
+            break
+        }
+        return nil
+    }
+
+    private func emit(_ event: MessageStreamEvent, isContent: Bool) {
+        if contentDelivered {
+            ready.append(event)
+        } else if isContent {
+            ready += held
+            held.removeAll()
+            ready.append(event)
+            contentDelivered = true
+        } else {
+            held.append(event)
+        }
+    }
+}

@@ -1,0 +1,95 @@
+import Dispatch
+import Hummingbird
+import NIOCore
+
+/// Writes one streamed reply according to a scenario.
+struct StreamPlan: Sendable {
+    let scenario: StubScenario
+    let configuration: StubConfiguration
+    let pieces: [String]
+    let model: String
+    let messageID: String
+    let usage: (input: Int, creation: Int, read: Int)
+
+    struct Reset: Error {}
+
+    func write(to writer: inout any ResponseBodyWriter, holdOpen: @Sendable () async -> Void) async throws {
+        let wire = StubWire(
+            lineEnding: scenario.lineEnding, padJSON: scenario.padJSON ?? configuration.padJSON, comments: scenario.comments
+        )
+        let firstDelay = scenario.firstDeltaDelay ?? configuration.firstDeltaDelay
+        let interval = scenario.deltaInterval ?? configuration.deltaInterval
+        let pingEvery = scenario.pingEvery ?? configuration.pingEvery
+        let chunking = scenario.chunkSizes
+
+        func send(_ event: String, _ json: String) async throws {
+            let bytes = wire.frame(event, json)
+            guard let chunking else {
+                try await writer.write(ByteBuffer(bytes: bytes))
+                return
+            }
+            var i = 0
+            while i < bytes.count {
+                let n = min(Int.random(in: chunking), bytes.count - i)
+                try await writer.write(ByteBuffer(bytes: bytes[i..<(i + n)]))
+                i += n
+            }
+        }
+
+        let startUsage = StubWire.usage(input: usage.input, output: 1, cacheCreation: usage.creation, cacheRead: usage.read)
+        try await send("message_start", StubWire.messageStart(id: messageID, model: model, usage: startUsage))
+
+        var textIndex = 0
+        var stopReason = scenario.stopReason
+        if case .multiBlock = scenario.behavior {
+            try await send("content_block_start", StubWire.blockStart(0, "{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}"))
+            try await send("content_block_delta", StubWire.delta(0, "{\"type\":\"thinking_delta\",\"thinking\":\"Let me think\"}"))
+            try await send("content_block_delta", StubWire.delta(0, "{\"type\":\"thinking_delta\",\"thinking\":\" about it.\"}"))
+            try await send("content_block_delta", StubWire.delta(0, "{\"type\":\"signature_delta\",\"signature\":\"c2lnbmF0dXJl\"}"))
+            try await send("content_block_stop", StubWire.blockStop(0))
+            textIndex = 1
+            stopReason = "tool_use"
+        }
+        try await send("content_block_start", StubWire.blockStart(textIndex, "{\"type\":\"text\",\"text\":\"\"}"))
+        if pingEvery != nil { try await send("ping", StubWire.ping) }
+        if firstDelay > .zero { try await Task.sleep(for: firstDelay) }
+
+        for (i, piece) in pieces.enumerated() {
+            switch scenario.behavior {
+            case .midStreamError(let after, let type) where i == after:
+                try await send("error", StubWire.error(type: type, message: "Overloaded", requestID: nil))
+                return
+            case .truncate(let after) where i == after:
+                return
+            case .truncateByReset(let after) where i == after:
+                throw Reset()
+            case .stall(let after) where i == after:
+                await holdOpen()
+                return
+            default:
+                break
+            }
+            if i > 0 && interval > .zero { try await Task.sleep(for: interval) }
+            if let pingEvery, pingEvery > 0, i > 0, i % pingEvery == 0 { try await send("ping", StubWire.ping) }
+            var text = piece
+            if configuration.embedTimestamps {
+                text = "[ts:\(DispatchTime.now().uptimeNanoseconds)]" + text
+            }
+            try await send("content_block_delta", StubWire.textDelta(textIndex, text))
+        }
+        try await send("content_block_stop", StubWire.blockStop(textIndex))
+        if case .multiBlock = scenario.behavior {
+            try await send("content_block_start", StubWire.blockStart(2, "{\"type\":\"tool_use\",\"id\":\"toolu_stub\",\"name\":\"lookup\",\"input\":{}}"))
+            for part in ["", "{\\\"query\\\": ", "\\\"stub\\\"}"] {
+                try await send("content_block_delta", StubWire.delta(2, "{\"type\":\"input_json_delta\",\"partial_json\":\"\(part)\"}"))
+            }
+            try await send("content_block_stop", StubWire.blockStop(2))
+        }
+        let endUsage = StubWire.usage(input: usage.input, output: pieces.count, cacheCreation: usage.creation, cacheRead: usage.read)
+        try await send("message_delta", StubWire.messageDelta(stopReason: stopReason, stopSequence: scenario.stopSequence, usage: endUsage))
+        try await send("message_stop", StubWire.messageStop)
+        if case .holdOpenAfterStop = scenario.behavior {
+            await holdOpen()
+        }
+    }
+}

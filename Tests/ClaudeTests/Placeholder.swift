@@ -1,5 +1,0 @@
-import Testing
-
-@Suite struct PlaceholderClaudeTests {
-    @Test func builds() { #expect(Bool(true)) }
-}
