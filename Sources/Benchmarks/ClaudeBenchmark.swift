@@ -92,9 +92,12 @@ struct ClaudeBenchmark: AsyncParsableCommand {
         print(String(format: "  wall %.3f s, CPU %.3f s (user+sys), CPU per 1,000 events %.2f ms", Self.seconds(wall), cpu, cpuPerThousand))
     }
 
+    /// The `[ts:…]` send stamp of a delta (the first delta also carries `[rx:…]` before it).
     static func timestamp(in text: String) -> UInt64? {
-        guard text.hasPrefix("[ts:"), let end = text.firstIndex(of: "]") else { return nil }
-        return UInt64(text[text.index(text.startIndex, offsetBy: 4)..<end])
+        guard let start = text.range(of: "[ts:"), let end = text[start.upperBound...].firstIndex(of: "]") else {
+            return nil
+        }
+        return UInt64(text[start.upperBound..<end])
     }
 
     static func cpuSeconds() -> Double {

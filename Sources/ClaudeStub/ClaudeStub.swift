@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -139,6 +140,7 @@ public final class ClaudeStub: Sendable {
     // MARK: Handling
 
     private func respond(to incoming: Request) async throws -> Response {
+        let receivedAt = DispatchTime.now().uptimeNanoseconds
         var request = incoming
         let buffer = try await request.collectBody(upTo: 64 * 1024 * 1024)
         let body = Array(buffer.readableBytesView)
@@ -198,7 +200,7 @@ public final class ClaudeStub: Sendable {
         fields[HTTPField.Name("request-id")!] = requestID
         let plan = StreamPlan(
             scenario: scenario, configuration: configuration, pieces: pieces, model: model, messageID: messageID,
-            usage: usage
+            usage: usage, receivedAt: receivedAt
         )
         let streamRequest = request
         let responseBody = ResponseBody { [self] writer in

@@ -11,7 +11,8 @@ public struct StubConfiguration: Sendable {
     public var pingEvery: Int?
     /// Pad JSON payloads with runs of spaces before their final `}` as the real API does.
     public var padJSON: Bool
-    /// Start each text delta with `[ts:<CLOCK_MONOTONIC ns>]`, taken just before it is written (for benchmarks).
+    /// Start each text delta with `[ts:<CLOCK_MONOTONIC ns>]`, taken just before it is written, and the first one
+    /// also with `[rx:<ns>]`, the request's arrival (for benchmarks: the stub's own time to first delta).
     public var embedTimestamps: Bool
     /// Model name reported when the request names none.
     public var defaultModel: String

@@ -10,6 +10,8 @@ struct StreamPlan: Sendable {
     let model: String
     let messageID: String
     let usage: (input: Int, creation: Int, read: Int)
+    /// When the request arrived (monotonic ns), stamped on the first delta as `[rx:…]` with `embedTimestamps`.
+    let receivedAt: UInt64
 
     struct Reset: Error {}
 
@@ -74,6 +76,7 @@ struct StreamPlan: Sendable {
             var text = piece
             if configuration.embedTimestamps {
                 text = "[ts:\(DispatchTime.now().uptimeNanoseconds)]" + text
+                if i == 0 { text = "[rx:\(receivedAt)]" + text }
             }
             try await send("content_block_delta", StubWire.textDelta(textIndex, text))
         }

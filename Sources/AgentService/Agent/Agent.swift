@@ -167,7 +167,7 @@ final class Agent: Sendable {
 
         do {
             for try await event in claude.stream(context.request) {
-                accumulator.consume(event)
+                accumulator.apply(event)
                 if case .textDelta(_, let text) = event, !text.isEmpty {
                     if firstTokenMs == nil {
                         let elapsed = clock.now - start
@@ -178,7 +178,7 @@ final class Agent: Sendable {
                 }
             }
             guard accumulator.sawMessageStop else {
-                throw ClaudeError.truncatedStream()
+                throw ClaudeError(kind: .truncated, message: "the stream ended before message_stop")
             }
         } catch {
             let cancelled = Task.isCancelled

@@ -33,22 +33,22 @@ struct PromptBuilder: Sendable {
         var messages: [MessageParam] = []
         for turn in kept.reversed() {
             guard let exchange = Self.exchange(of: turn) else { continue }
-            messages.append(MessageParam(role: .user, content: [TextBlock(text: exchange.question)]))
-            messages.append(MessageParam(role: .assistant, content: [TextBlock(text: exchange.reply)]))
+            messages.append(MessageParam(role: .user, content: [TextBlock(exchange.question)]))
+            messages.append(MessageParam(role: .assistant, content: [TextBlock(exchange.reply)]))
         }
         messages.append(
             MessageParam(
                 role: .user,
                 content: [
-                    TextBlock(text: question, cacheControl: .ephemeral),
-                    TextBlock(text: timeNote),
+                    TextBlock(question, cacheControl: .ephemeral),
+                    TextBlock(timeNote),
                 ]
             )
         )
         return MessagesRequest(
             model: model,
             maxTokens: maxTokens,
-            system: [TextBlock(text: systemPrompt, cacheControl: .ephemeral)],
+            system: [TextBlock(systemPrompt, cacheControl: .ephemeral)],
             messages: messages,
             metadataUserID: userID.uuidString.lowercased()
         )

@@ -18,6 +18,7 @@ struct StreamResult: Sendable {
     var text = ""
     var turnID: String?
     var threadID: String?
+    var userID: String?
     var done = false
     var error: String?
     var finishedAt: UInt64 = 0
