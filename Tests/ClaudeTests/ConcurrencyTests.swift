@@ -127,7 +127,21 @@ import Testing
         let json = try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any]
         let content = (json?["content"] as? [[String: Any]])?.first?["text"] as? String
         #expect(content == text)
+        #expect(http.backpressurePauseCount > 0)
         #expect(http.liveTransferCount == 0)
+    }
+
+    @Test("sequential streams reuse one HTTP/1.1 connection: a completed stream's framing is drained, not cut")
+    func connectionReuse() async throws {
+        let h = try await StubHarness.start()
+        defer { Task { await h.shutdown() } }
+        for i in 0..<5 {
+            let (events, error) = await h.run(userRequest("turn \(i)"))
+            #expect(error == nil)
+            #expect(events.last == .messageStop)
+            #expect(await h.eventually { h.http.liveTransferCount == 0 })
+        }
+        #expect(h.http.openConnectionCount == 1)
     }
 
     @Test("collect(upTo:) refuses a body above its limit")
