@@ -106,6 +106,17 @@ import Testing
         #expect(h.stub.receivedRequests.count == 2)
     }
 
+    @Test("an error event before any content is retried like a pre-stream error")
+    func errorEventBeforeContent() async throws {
+        let h = try await StubHarness.start()
+        defer { Task { await h.shutdown() } }
+        h.stub.enqueue(.midStreamError(afterDeltas: 0))
+        let (events, error) = await h.run(userRequest("z"))
+        #expect(error == nil)
+        #expect(events.messageStarts.map(\.attempts) == [2])
+        #expect(events.text == "Echo (1 messages): z")
+    }
+
     @Test("a stalled stream is ended by the idle watchdog as stalled")
     func stall() async throws {
         let h = try await StubHarness.start(idleTimeout: .seconds(1))

@@ -104,6 +104,21 @@ import Testing
         #expect(String(decoding: body, as: UTF8.self).contains("rate_limit_error"))
     }
 
+    @Test("execute returns once the head arrived, before a slow body")
+    func headBeforeBody() async throws {
+        let h = try await StubHarness.start()
+        defer { Task { await h.shutdown() } }
+        h.stub.enqueue(.reply("late").paced(firstDeltaDelay: .seconds(2)))
+        let body = Array("{\"model\":\"m\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":true}".utf8)
+        let start = ContinuousClock.now
+        let response = try await h.http.execute(HTTPRequest(method: "POST", url: h.stub.baseURL + "/v1/messages", body: body))
+        #expect(ContinuousClock.now - start < .seconds(1))
+        #expect(response.status == 200)
+        #expect(response.headers["content-type"] == "text/event-stream; charset=utf-8")
+        response.cancel()
+        #expect(await h.eventually { h.http.liveTransferCount == 0 })
+    }
+
     @Test("a large body read by a slow consumer is paused and resumed, and arrives intact")
     func backpressure() async throws {
         let stub = ClaudeStub()
