@@ -1,6 +1,7 @@
 import Claude
 import ClaudeStub
 import Foundation
+import TestSupport
 import Testing
 
 @Suite(.timeLimit(.minutes(5))) struct CancellationAndConcurrencyTests {
@@ -180,5 +181,24 @@ import Testing
         } catch let error as HTTPClientError {
             #expect(error.kind == .shutdown)
         }
+    }
+}
+
+@Suite(.timeLimit(.minutes(1))) struct StubSupportTests {
+    @Test("withClaudeStub serves the echo reply non-streamed and stops afterwards")
+    func withStub() async throws {
+        let url = try await withClaudeStub { stub in
+            let http = HTTPClient()
+            defer { http.shutdown() }
+            let body = Array("{\"model\":\"m\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":\"hi there\"}]}".utf8)
+            let response = try await http.execute(HTTPRequest(method: "POST", url: stub.baseURL + "/v1/messages", body: body))
+            let text = String(decoding: try await response.collect(upTo: 1 << 20), as: UTF8.self)
+            #expect(text.contains("Echo (1 messages): hi there"))
+            #expect(stub.receivedRequests.first?.stream == false)
+            return stub.baseURL
+        }
+        let http = HTTPClient(configuration: .init(connectTimeout: .seconds(2)))
+        defer { http.shutdown() }
+        await #expect(throws: HTTPClientError.self) { _ = try await http.execute(HTTPRequest(url: url + "/v1/messages")) }
     }
 }
