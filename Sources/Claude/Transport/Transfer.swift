@@ -38,6 +38,7 @@ final class Transfer: @unchecked Sendable {  // curl-thread fields are confined 
     var lastActivity: ContinuousClock.Instant = .now
     var curlPaused = false
     var discardDeadline: ContinuousClock.Instant?
+    var headPublished = false
     let errorBuffer: UnsafeMutablePointer<CChar> = {
         let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
         buffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
@@ -156,33 +157,35 @@ final class Transfer: @unchecked Sendable {  // curl-thread fields are confined 
 
     /// Accepts body bytes from the write callback; returns `false` when the transfer should pause instead.
     func deliver(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        publishHeadIfNeeded()
-        var discarded = false
-        let waiter: CheckedContinuation<[UInt8]?, any Error>? = shared.withLock { s in
-            if s.discarding {
-                discarded = true
-                return nil
-            }
+        if !headPublished { publishHeadIfNeeded() }
+        enum Outcome {
+            case handOver(CheckedContinuation<[UInt8]?, any Error>)
+            case buffered, discarded, pause
+        }
+        let outcome: Outcome = shared.withLock { s in
+            if s.discarding { return .discarded }
             if let waiter = s.waiter {
                 s.waiter = nil
-                return waiter
+                return .handOver(waiter)
             }
             if s.bufferedBytes >= highWaterMark {
                 s.paused = true
-                return nil
+                return .pause
             }
             s.chunks.append(Array(bytes))
             s.bufferedBytes += bytes.count
-            return nil
+            return .buffered
         }
-        if discarded { return true }
-        if let waiter {
+        switch outcome {
+        case .handOver(let waiter):
             waiter.resume(returning: Array(bytes))
             return true
+        case .buffered, .discarded:
+            return true
+        case .pause:
+            curlPaused = true
+            return false
         }
-        let paused = shared.withLock { $0.paused }
-        curlPaused = paused
-        return !paused
     }
 
     /// Parses one header line from the header callback.
@@ -203,6 +206,7 @@ final class Transfer: @unchecked Sendable {  // curl-thread fields are confined 
     }
 
     func publishHeadIfNeeded() {
+        headPublished = true
         let waiter: (CheckedContinuation<ResponseHead, any Error>, ResponseHead)? = shared.withLock { s in
             guard s.head == nil else { return nil }
             let head = ResponseHead(status: pendingStatus, headers: pendingHeaders)
