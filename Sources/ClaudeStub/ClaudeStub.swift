@@ -33,6 +33,7 @@ public final class ClaudeStub: Sendable {
         var failures: [Int: Int] = [:]
         var cachedPrefixes: Set<Int> = []
         var port = 0
+        var host = "127.0.0.1"
         var task: Task<Void, Never>?
         var group: ServiceGroup?
         var counter = 0
@@ -91,13 +92,19 @@ public final class ClaudeStub: Sendable {
         }
         state.withLock {
             $0.port = bound
+            $0.host = host == "0.0.0.0" || host == "::" ? "127.0.0.1" : host
             $0.task = task
             $0.group = group
         }
     }
 
     /// The base URL to give a client, e.g. `http://127.0.0.1:54321`.
-    public var baseURL: String { "http://127.0.0.1:\(state.withLock { $0.port })" }
+    public var baseURL: String {
+        state.withLock { s in
+            let host = s.host.contains(":") ? "[\(s.host)]" : s.host
+            return "http://\(host):\(s.port)"
+        }
+    }
 
     /// The bound port.
     public var port: Int { state.withLock { $0.port } }

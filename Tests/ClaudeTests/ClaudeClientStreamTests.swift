@@ -106,6 +106,17 @@ import Testing
         #expect(h.stub.receivedRequests.count == 2)
     }
 
+    @Test("an error event before any content is retried like a pre-stream error")
+    func errorEventBeforeContent() async throws {
+        let h = try await StubHarness.start()
+        defer { Task { await h.shutdown() } }
+        h.stub.enqueue(.midStreamError(afterDeltas: 0))
+        let (events, error) = await h.run(userRequest("z"))
+        #expect(error == nil)
+        #expect(events.messageStarts.map(\.attempts) == [2])
+        #expect(events.text == "Echo (1 messages): z")
+    }
+
     @Test("a stalled stream is ended by the idle watchdog as stalled")
     func stall() async throws {
         let h = try await StubHarness.start(idleTimeout: .seconds(1))
@@ -210,6 +221,24 @@ import Testing
         #expect(err3?.type == "overloaded_error")
         let (e4, _) = await h.run(userRequest("[[stub:stop max_tokens]] a"))
         #expect(e4.accumulated.stopReason == "max_tokens")
+        let (e5, _) = await h.run(userRequest("[[stub:slow 5ms x 6]] a b"))
+        #expect(e5.textDeltaCount == 6)
+        let (_, err6) = await h.run(userRequest("[[stub:error 529]] x"))
+        #expect(err6?.status == 529)
+        #expect(err6?.attempts == 3)
+        let (_, err7) = await h.run(userRequest("[[stub:truncate after 1]] a b c"))
+        #expect(err7?.kind == .truncated)
+        let (_, err8) = await h.run(userRequest("[[stub:reset after 1]] a b c"))
+        #expect(err8?.kind == .truncated)
+        let (e9, err9) = await h.run(userRequest("[[stub:hold-open]] a b c"))
+        #expect(err9 == nil && e9.last == .messageStop)
+        let (e10, err10) = await h.run(userRequest("[[stub:lines cr]] [[stub:ignored]] é"))
+        #expect(err10 == nil)
+        #expect(e10.text == "Echo (1 messages): [[stub:ignored]] é")
+        let (e11, _) = await h.run(userRequest("[[stub:chunks 1-3]] 日本語 ok"))
+        #expect(e11.text == "Echo (1 messages): 日本語 ok")
+        let (e12, _) = await h.run(userRequest("[[stub:multi-block]] q"))
+        #expect(e12.accumulated.stopReason == "tool_use")
     }
 
     @Test("non-streaming create returns the whole message")

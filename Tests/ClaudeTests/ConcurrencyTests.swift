@@ -1,6 +1,7 @@
 import Claude
 import ClaudeStub
 import Foundation
+import TestSupport
 import Testing
 
 @Suite(.timeLimit(.minutes(5))) struct CancellationAndConcurrencyTests {
@@ -104,6 +105,21 @@ import Testing
         #expect(String(decoding: body, as: UTF8.self).contains("rate_limit_error"))
     }
 
+    @Test("execute returns once the head arrived, before a slow body")
+    func headBeforeBody() async throws {
+        let h = try await StubHarness.start()
+        defer { Task { await h.shutdown() } }
+        h.stub.enqueue(.reply("late").paced(firstDeltaDelay: .seconds(2)))
+        let body = Array("{\"model\":\"m\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":true}".utf8)
+        let start = ContinuousClock.now
+        let response = try await h.http.execute(HTTPRequest(method: "POST", url: h.stub.baseURL + "/v1/messages", body: body))
+        #expect(ContinuousClock.now - start < .seconds(1))
+        #expect(response.status == 200)
+        #expect(response.headers["content-type"] == "text/event-stream; charset=utf-8")
+        response.cancel()
+        #expect(await h.eventually { h.http.liveTransferCount == 0 })
+    }
+
     @Test("a large body read by a slow consumer is paused and resumed, and arrives intact")
     func backpressure() async throws {
         let stub = ClaudeStub()
@@ -127,7 +143,21 @@ import Testing
         let json = try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any]
         let content = (json?["content"] as? [[String: Any]])?.first?["text"] as? String
         #expect(content == text)
+        #expect(http.backpressurePauseCount > 0)
         #expect(http.liveTransferCount == 0)
+    }
+
+    @Test("sequential streams reuse one HTTP/1.1 connection: a completed stream's framing is drained, not cut")
+    func connectionReuse() async throws {
+        let h = try await StubHarness.start()
+        defer { Task { await h.shutdown() } }
+        for i in 0..<5 {
+            let (events, error) = await h.run(userRequest("turn \(i)"))
+            #expect(error == nil)
+            #expect(events.last == .messageStop)
+            #expect(await h.eventually { h.http.liveTransferCount == 0 })
+        }
+        #expect(h.http.openConnectionCount == 1)
     }
 
     @Test("collect(upTo:) refuses a body above its limit")
@@ -151,5 +181,24 @@ import Testing
         } catch let error as HTTPClientError {
             #expect(error.kind == .shutdown)
         }
+    }
+}
+
+@Suite(.timeLimit(.minutes(1))) struct StubSupportTests {
+    @Test("withClaudeStub serves the echo reply non-streamed and stops afterwards")
+    func withStub() async throws {
+        let url = try await withClaudeStub { stub in
+            let http = HTTPClient()
+            defer { http.shutdown() }
+            let body = Array("{\"model\":\"m\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":\"hi there\"}]}".utf8)
+            let response = try await http.execute(HTTPRequest(method: "POST", url: stub.baseURL + "/v1/messages", body: body))
+            let text = String(decoding: try await response.collect(upTo: 1 << 20), as: UTF8.self)
+            #expect(text.contains("Echo (1 messages): hi there"))
+            #expect(stub.receivedRequests.first?.stream == false)
+            return stub.baseURL
+        }
+        let http = HTTPClient(configuration: .init(connectTimeout: .seconds(2)))
+        defer { http.shutdown() }
+        await #expect(throws: HTTPClientError.self) { _ = try await http.execute(HTTPRequest(url: url + "/v1/messages")) }
     }
 }

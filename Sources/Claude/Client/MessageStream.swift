@@ -123,7 +123,10 @@ final class StreamDriver: @unchecked Sendable {  // used only by the single task
                 return
             }
             if finished {
-                release()
+                // The reply is complete: stop delivering at once, but let the connection finish cleanly.
+                response?.discardRemainder(within: .seconds(1))
+                response = nil
+                iterator = nil
                 return
             }
         }

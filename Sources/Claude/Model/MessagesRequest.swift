@@ -22,6 +22,11 @@ public struct TextBlock: Sendable, Hashable {
         self.text = text
         self.cacheControl = cacheControl
     }
+
+    /// Creates a text block.
+    public init(text: String, cacheControl: CacheControl? = nil) {
+        self.init(text, cacheControl: cacheControl)
+    }
 }
 
 /// One turn of the conversation.

@@ -12,6 +12,7 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
         case add(Transfer)
         case cancel(Transfer)
         case resume(Transfer)
+        case discard(Transfer, within: Duration)
     }
 
     struct Control {
@@ -35,6 +36,7 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
     private var transfers: [UnsafeMutableRawPointer: Transfer] = [:]
     let liveTransfers = Atomic<Int>(0)
     let openSockets = Atomic<Int>(0)
+    let pauses = Atomic<Int>(0)
     private let exited = DispatchSemaphore(value: 0)
 
     init(options: Options) {
@@ -65,7 +67,7 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
             switch command {
             case .add(let t), .cancel(let t):
                 t.finish(HTTPClientError(kind: .shutdown, message: "the HTTP client was shut down"))
-            case .resume:
+            case .resume, .discard:
                 break
             }
         }
@@ -130,6 +132,13 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
                 remove(transfer, error: HTTPClientError(kind: .cancelled, message: "the transfer was cancelled"))
             } else {
                 transfer.finish(HTTPClientError(kind: .cancelled, message: "the transfer was cancelled"))
+            }
+        case .discard(let transfer, let grace):
+            guard let easy = transfer.easy, transfers[easy] != nil else { return }
+            transfer.discardDeadline = .now + grace
+            if transfer.curlPaused {
+                transfer.markResumed()
+                curl_easy_pause(easy, CURLPAUSE_CONT)
             }
         case .resume(let transfer):
             guard let easy = transfer.easy, transfers[easy] != nil else { return }
@@ -197,7 +206,9 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
             let transfer = Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
             let n = size * count
             transfer.lastActivity = .now
-            return transfer.deliver(UnsafeRawBufferPointer(start: data, count: n)) ? n : Int(CURL_WRITEFUNC_PAUSE)
+            if transfer.deliver(UnsafeRawBufferPointer(start: data, count: n)) { return n }
+            transfer.loop?.pauses.add(1, ordering: .relaxed)
+            return Int(CURL_WRITEFUNC_PAUSE)
         }
         _ = ccurl_easy_setopt_pointer(easy, CURLOPT_WRITEDATA, me)
         _ = ccurl_easy_setopt_header_function(easy) { data, size, count, user in
@@ -268,6 +279,10 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
         }
         for transfer in stalled {
             remove(transfer, error: HTTPClientError(kind: .stalled, message: "no bytes received for \(limit)"))
+        }
+        let expired = transfers.values.filter { $0.discardDeadline.map { now >= $0 } ?? false }
+        for transfer in expired {
+            remove(transfer, error: HTTPClientError(kind: .cancelled, message: "the rest of the body was discarded"))
         }
     }
 

@@ -107,6 +107,9 @@ public final class HTTPClient: Sendable {
     /// Transfers currently added to the multi handle (for leak tests).
     public var liveTransferCount: Int { loop.liveTransfers.load(ordering: .relaxed) }
 
+    /// How many times a transfer was paused because its consumer fell behind (backpressure).
+    public var backpressurePauseCount: Int { loop.pauses.load(ordering: .relaxed) }
+
     /// Sockets libcurl currently holds open, including idle cached connections (for leak tests).
     public var openConnectionCount: Int { loop.openSockets.load(ordering: .relaxed) }
 }
@@ -161,6 +164,15 @@ public struct HTTPStreamingResponse: Sendable, AsyncSequence {
     /// Stops the transfer now; the curl thread removes it and releases its connection.
     public func cancel() {
         owner.transfer.cancel()
+    }
+
+    /// Stops delivering the body but lets the transfer run to its natural end (reading and dropping the rest)
+    /// so an HTTP/1.1 connection can be reused; if it has not ended within `grace`, it is cancelled.
+    ///
+    /// Use this when the application-level message is complete (e.g. after SSE `message_stop`) but the server
+    /// may still send a few framing bytes, or may hold the socket open.
+    public func discardRemainder(within grace: Duration = .seconds(1)) {
+        owner.transfer.discardRemainder(within: grace)
     }
 
     /// Collects the whole body.

@@ -21,6 +21,7 @@ final class Transfer: @unchecked Sendable {  // curl-thread fields are confined 
         var waiter: CheckedContinuation<[UInt8]?, any Error>?
         var end: HTTPClientError??  // nil: running; .some(nil): finished cleanly; .some(error): failed
         var cancelRequested = false
+        var discarding = false
     }
 
     let request: HTTPRequest
@@ -36,6 +37,8 @@ final class Transfer: @unchecked Sendable {  // curl-thread fields are confined 
     var pendingHeaders = HTTPHeaders()
     var lastActivity: ContinuousClock.Instant = .now
     var curlPaused = false
+    var discardDeadline: ContinuousClock.Instant?
+    var headPublished = false
     let errorBuffer: UnsafeMutablePointer<CChar> = {
         let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
         buffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
@@ -116,7 +119,7 @@ final class Transfer: @unchecked Sendable {  // curl-thread fields are confined 
     /// Cancels the transfer from any thread; the curl thread removes and cleans it up.
     func cancel() {
         let send = shared.withLock { s -> Bool in
-            guard case .none = s.end, !s.cancelRequested else { return false }
+            guard case .none = s.end, !s.cancelRequested, !s.discarding else { return false }
             s.cancelRequested = true
             return true
         }
@@ -127,6 +130,20 @@ final class Transfer: @unchecked Sendable {  // curl-thread fields are confined 
                 finish(HTTPClientError(kind: .shutdown, message: "the HTTP client was shut down"))
             }
         }
+    }
+
+    /// Stops delivering the body: the rest is read and dropped so the connection can be reused, and the
+    /// transfer is cancelled if it has not ended within `grace`.
+    func discardRemainder(within grace: Duration) {
+        let send = shared.withLock { s -> Bool in
+            guard case .none = s.end, !s.cancelRequested, !s.discarding else { return false }
+            s.discarding = true
+            s.chunks.removeAll()
+            s.chunkIndex = 0
+            s.bufferedBytes = 0
+            return true
+        }
+        if send { loop?.enqueue(.discard(self, within: grace)) }
     }
 
     var isFinished: Bool {
@@ -140,27 +157,35 @@ final class Transfer: @unchecked Sendable {  // curl-thread fields are confined 
 
     /// Accepts body bytes from the write callback; returns `false` when the transfer should pause instead.
     func deliver(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        publishHeadIfNeeded()
-        let waiter: CheckedContinuation<[UInt8]?, any Error>? = shared.withLock { s in
+        if !headPublished { publishHeadIfNeeded() }
+        enum Outcome {
+            case handOver(CheckedContinuation<[UInt8]?, any Error>)
+            case buffered, discarded, pause
+        }
+        let outcome: Outcome = shared.withLock { s in
+            if s.discarding { return .discarded }
             if let waiter = s.waiter {
                 s.waiter = nil
-                return waiter
+                return .handOver(waiter)
             }
             if s.bufferedBytes >= highWaterMark {
                 s.paused = true
-                return nil
+                return .pause
             }
             s.chunks.append(Array(bytes))
             s.bufferedBytes += bytes.count
-            return nil
+            return .buffered
         }
-        if let waiter {
+        switch outcome {
+        case .handOver(let waiter):
             waiter.resume(returning: Array(bytes))
             return true
+        case .buffered, .discarded:
+            return true
+        case .pause:
+            curlPaused = true
+            return false
         }
-        let paused = shared.withLock { $0.paused }
-        curlPaused = paused
-        return !paused
     }
 
     /// Parses one header line from the header callback.
@@ -181,6 +206,7 @@ final class Transfer: @unchecked Sendable {  // curl-thread fields are confined 
     }
 
     func publishHeadIfNeeded() {
+        headPublished = true
         let waiter: (CheckedContinuation<ResponseHead, any Error>, ResponseHead)? = shared.withLock { s in
             guard s.head == nil else { return nil }
             let head = ResponseHead(status: pendingStatus, headers: pendingHeaders)
