@@ -3,7 +3,7 @@
 CREATE TABLE public.threads (
     user_id    uuid        NOT NULL,
     id         text        NOT NULL CHECK (char_length(id) BETWEEN 1 AND 128),
-    title      text        CHECK (title IS NULL OR char_length(title) <= 200),
+    title      text        CHECK (title IS NULL OR char_length(title) <= 1000),
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (user_id, id)

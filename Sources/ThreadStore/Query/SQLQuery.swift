@@ -56,8 +56,38 @@ public struct SQLQuery: Sendable, ExpressibleByStringInterpolation, CustomString
             sql += "$\(binds.count)"
         }
 
+        /// Splices another query in, renumbering its placeholders after the ones so far.
+        public mutating func appendInterpolation(fragment: SQLQuery) {
+            sql += SQLQuery.shiftPlaceholders(fragment.sql, by: binds.count)
+            binds += fragment.binds
+        }
+
         /// Splices raw SQL text (an identifier or keyword chosen by the program, never user input).
         public mutating func appendInterpolation(unsafeRaw text: String) { sql += text }
+    }
+}
+
+extension SQLQuery {
+    /// Rewrites `$n` placeholders outside single quotes to `$(n + offset)`.
+    static func shiftPlaceholders(_ sql: String, by offset: Int) -> String {
+        guard offset > 0 else { return sql }
+        var output = ""
+        var characters = Array(sql)[...]
+        var inQuote = false
+        while let character = characters.popFirst() {
+            if character == "'" { inQuote.toggle() }
+            if character == "$", !inQuote, let first = characters.first, first.isASCII, first.isNumber {
+                var digits = ""
+                while let next = characters.first, next.isASCII, next.isNumber {
+                    digits.append(next)
+                    characters.removeFirst()
+                }
+                output += "$\(Int(digits)! + offset)"
+            } else {
+                output.append(character)
+            }
+        }
+        return output
     }
 }
 
