@@ -48,7 +48,18 @@ let package = Package(
                 "CPostgres",
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: swiftSettings,
+            plugins: ["EmbedMigrations"]
+        ),
+        // Compiles Migrations/*.sql into ThreadStore so an installed binary carries its schema.
+        .plugin(
+            name: "EmbedMigrations",
+            capability: .buildTool(),
+            dependencies: ["EmbedMigrationsTool"]
+        ),
+        .executableTarget(
+            name: "EmbedMigrationsTool",
+            path: "Plugins/EmbedMigrationsTool"
         ),
         .target(
             name: "Claude",

@@ -1,0 +1,121 @@
+public import Logging
+import Synchronization
+
+/// A small pool of Postgres connections, each confined to its own thread.
+///
+/// Creating a `Database` opens nothing: each slot connects on first use and reconnects on the next use after its
+/// connection broke. Callers beyond `poolSize` wait in FIFO order. Call `close()` when done; it ends the threads.
+///
+/// ```swift
+/// let database = Database(configuration: .init(conninfo: "postgresql://localhost/agent_service"), logger: logger)
+/// let result = try await database.withConnection { try $0.query("SELECT \(42)::int") }
+/// ```
+public final class Database: Sendable {
+    let configuration: DatabaseConfiguration
+    let logger: Logger
+    let counters = DatabaseCounters()
+    private let workers: [ConnectionWorker]
+    private let state: Mutex<PoolState>
+
+    private struct PoolState {
+        var idle: [Int]
+        var waiters: [(id: Int, continuation: CheckedContinuation<ConnectionWorker, any Error>)] = []
+        var nextWaiterID = 0
+        var closed = false
+    }
+
+    /// A pool for `configuration`; no connection is opened until first use.
+    public init(configuration: DatabaseConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        let counters = self.counters
+        workers = (0..<configuration.poolSize).map {
+            ConnectionWorker(index: $0, configuration: configuration, counters: counters, logger: logger)
+        }
+        state = Mutex(PoolState(idle: Array((0..<configuration.poolSize).reversed())))
+    }
+
+    /// Round trips and connection counts so far.
+    public var statistics: DatabaseStatistics { counters.snapshot }
+
+    /// Runs `body` on a pooled connection's thread. The connection is opened (or replaced when broken) first.
+    public func withConnection<T: Sendable>(
+        _ body: @escaping @Sendable (DatabaseConnection) throws -> T
+    ) async throws -> T {
+        let worker = try await acquire()
+        defer { release(worker) }
+        return try await worker.run(body)
+    }
+
+    /// Runs `body` inside `BEGIN ... COMMIT` on one connection's thread; any thrown error rolls back.
+    public func transaction<T: Sendable>(
+        _ body: @escaping @Sendable (DatabaseConnection) throws -> T
+    ) async throws -> T {
+        try await withConnection { connection in
+            try connection.query("BEGIN")
+            do {
+                let value = try body(connection)
+                try connection.query("COMMIT")
+                return value
+            } catch {
+                if !connection.isBroken { _ = try? connection.query("ROLLBACK") }
+                throw error
+            }
+        }
+    }
+
+    /// Closes every connection and ends the threads; waiting and later callers get `StoreError.closed`.
+    public func close() async {
+        let waiters = state.withLock { state in
+            state.closed = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.continuation.resume(throwing: StoreError(.closed, "the database pool is closed")) }
+        for worker in workers { await worker.stop() }
+    }
+
+    private func acquire() async throws -> ConnectionWorker {
+        enum Outcome { case worker(ConnectionWorker), closed, wait }
+        let immediate: Outcome = state.withLock { state in
+            if state.closed { return .closed }
+            if let index = state.idle.popLast() { return .worker(workers[index]) }
+            return .wait
+        }
+        switch immediate {
+        case .worker(let worker): return worker
+        case .closed: throw StoreError(.closed, "the database pool is closed")
+        case .wait:
+            return try await withCheckedThrowingContinuation { continuation in
+                let closed = state.withLock { state in
+                    if state.closed { return true }
+                    // A slot may have come free since the first look.
+                    if let index = state.idle.popLast() {
+                        continuation.resume(returning: workers[index])
+                        return false
+                    }
+                    state.nextWaiterID += 1
+                    state.waiters.append((state.nextWaiterID, continuation))
+                    return false
+                }
+                if closed { continuation.resume(throwing: StoreError(.closed, "the database pool is closed")) }
+            }
+        }
+    }
+
+    private func release(_ worker: ConnectionWorker) {
+        let waiter = state.withLock { state -> CheckedContinuation<ConnectionWorker, any Error>? in
+            if !state.waiters.isEmpty { return state.waiters.removeFirst().continuation }
+            state.idle.append(worker.index)
+            return nil
+        }
+        waiter?.resume(returning: worker)
+    }
+}
+
+extension Database {
+    /// Checks that the server answers (`SELECT 1`), in one round trip.
+    public func ping() async throws {
+        _ = try await withConnection { try $0.query("SELECT 1") }
+    }
+}

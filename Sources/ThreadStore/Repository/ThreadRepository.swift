@@ -1,0 +1,356 @@
+public import Foundation
+
+/// Chat threads and turns in Postgres. Every query is scoped by `user_id`: another user's thread id behaves exactly
+/// like a thread that does not exist.
+public struct ThreadRepository: Sendable {
+    let database: Database
+
+    public init(database: Database) {
+        self.database = database
+    }
+
+    /// Stores the question as a `streaming` turn (creating the thread if new, first marking an expired-lease streaming
+    /// turn `interrupted`) and returns the thread's recent history, in one round trip (two for a racing duplicate
+    /// idempotency key).
+    ///
+    /// - Throws: `StoreError` `.threadBusy` while another turn of the thread streams under an unexpired lease;
+    ///   `.invalidText`/`.invalidArgument` (nothing written) for a NUL byte, a bad thread id or limit.
+    public func beginTurn(_ request: BeginTurnRequest) async throws -> BeginTurnResult {
+        try Validation.threadID(request.threadID)
+        try StoreError.checkText(request.question, field: "question")
+        try Validation.idempotencyKey(request.idempotencyKey)
+        guard request.historyLimit >= 0 else { throw StoreError(.invalidArgument, "historyLimit must not be negative") }
+        guard request.lease > .zero else { throw StoreError(.invalidArgument, "lease must be positive") }
+
+        let user = request.userID
+        let thread = request.threadID
+        let key = request.idempotencyKey
+        let turnID = UUID()
+        let title = Validation.title(from: request.question)
+        let leaseSeconds = Validation.seconds(request.lease)
+        let noDuplicate: SQLQuery =
+            key == nil
+            ? "true"
+            : "NOT EXISTS (SELECT 1 FROM turns WHERE user_id = \(user)::uuid AND idempotency_key = \(key))"
+        var batch: [SQLQuery] = []
+        if let key {
+            batch.append("SELECT \(unsafeRaw: Rows.turnColumns()) FROM turns WHERE user_id = \(user)::uuid AND idempotency_key = \(key)")
+        }
+        batch.append(
+            """
+            INSERT INTO threads (user_id, id, title) SELECT \(user)::uuid, \(thread), \(title) WHERE \(fragment: noDuplicate)
+            ON CONFLICT (user_id, id) DO UPDATE SET updated_at = now() RETURNING (xmax = 0)
+            """)
+        batch.append(
+            """
+            UPDATE turns SET status = 'interrupted', error = 'the lease expired before the reply finished',
+                finished_at = now(), lease_until = NULL
+            WHERE user_id = \(user)::uuid AND thread_id = \(thread) AND status = 'streaming' AND lease_until < now()
+                AND \(fragment: noDuplicate)
+            RETURNING id
+            """)
+        batch.append(
+            """
+            INSERT INTO turns (id, user_id, thread_id, seq, question, status, lease_until, idempotency_key)
+            SELECT \(turnID)::uuid, \(user)::uuid, \(thread),
+                (SELECT coalesce(max(seq), 0) + 1 FROM turns WHERE user_id = \(user)::uuid AND thread_id = \(thread)),
+                \(request.question), 'streaming', now() + \(leaseSeconds)::float8 * interval '1 second', \(key)
+            WHERE \(fragment: noDuplicate)
+            RETURNING seq
+            """)
+        batch.append(
+            """
+            SELECT \(unsafeRaw: Rows.turnColumns()) FROM turns WHERE id IN (
+                SELECT id FROM turns WHERE user_id = \(user)::uuid AND thread_id = \(thread) AND id <> \(turnID)::uuid
+                ORDER BY seq DESC LIMIT \(request.historyLimit)::int)
+            ORDER BY seq
+            """)
+
+        let results: [QueryResult]
+        do {
+            let statements = batch
+            results = try await database.withConnection { try $0.pipeline(statements) }
+        } catch let error as StoreError where error.sqlState == "23505" {
+            let constraint = DatabaseConnection.constraintName(of: error)
+            if constraint == "turns_user_idempotency_key", let key,
+                let existing = try await turn(userID: user, idempotencyKey: key)
+            {
+                return .duplicate(existing)
+            }
+            throw StoreError(.threadBusy, "another turn of this thread is still streaming", sqlState: error.sqlState)
+        }
+        let offset = key == nil ? 0 : 1
+        let inserted = results[offset + 2]
+        guard let seq = inserted.int(0, 0) else {
+            // The key was used before (or by a concurrent begin that committed between our statements).
+            if let existing = results.first?.rows.first.flatMap(Rows.turn) { return .duplicate(existing) }
+            if let key, let existing = try await turn(userID: user, idempotencyKey: key) { return .duplicate(existing) }
+            throw StoreError(.threadBusy, "another turn of this thread is still streaming")
+        }
+        return .started(
+            StartedTurn(
+                turnID: turnID, seq: seq, threadCreated: results[offset].bool(0, 0) == true,
+                history: results[offset + 3].rows.compactMap(Rows.turn),
+                recoveredTurnIDs: results[offset + 1].rows.compactMap { $0[0].flatMap(UUID.init(uuidString:)) }))
+    }
+
+    /// Stores the finished reply (status `completed`), bumps the thread's `updated_at` and ends the lease, in one
+    /// round trip. Idempotent by turn id.
+    ///
+    /// A turn already marked `interrupted` (its lease expired, or shutdown gave up on it) is still completed, so a
+    /// late full reply is never dropped.
+    /// - Returns: true if this call wrote the reply, false if the turn had already finished.
+    /// - Throws: `StoreError.notFound` when the turn does not exist for this user.
+    @discardableResult
+    public func completeTurn(_ completion: TurnCompletion) async throws -> Bool {
+        try StoreError.checkText(completion.reply, field: "reply")
+        try StoreError.checkText(completion.model, field: "model")
+        try StoreError.checkText(completion.stopReason, field: "stopReason")
+        let usage = completion.usage
+        let query: SQLQuery = """
+            WITH done AS (
+                UPDATE turns SET reply = \(completion.reply), status = 'completed', error = NULL,
+                    model = \(completion.model), stop_reason = \(completion.stopReason),
+                    input_tokens = \(usage.inputTokens)::int, output_tokens = \(usage.outputTokens)::int,
+                    cache_creation_input_tokens = \(usage.cacheCreationInputTokens)::int,
+                    cache_read_input_tokens = \(usage.cacheReadInputTokens)::int,
+                    first_token_ms = \(completion.firstTokenMs)::int, latency_ms = \(completion.latencyMs)::int,
+                    finished_at = now(), lease_until = NULL
+                WHERE id = \(completion.turnID)::uuid AND user_id = \(completion.userID)::uuid
+                    AND status IN ('streaming', 'interrupted')
+                RETURNING user_id, thread_id
+            ), touched AS (
+                UPDATE threads SET updated_at = now() FROM done
+                WHERE threads.user_id = done.user_id AND threads.id = done.thread_id
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM done),
+                EXISTS (SELECT 1 FROM turns WHERE id = \(completion.turnID)::uuid AND user_id = \(completion.userID)::uuid)
+            """
+        return try await finish(query)
+    }
+
+    /// Stores a reply that did not finish (status `failed` or `interrupted`, the partial text and the error), bumps
+    /// the thread's `updated_at` and ends the lease, in one round trip. Idempotent by turn id.
+    /// - Returns: true if this call wrote it, false if the turn had already finished.
+    @discardableResult
+    public func failTurn(_ failure: TurnFailure) async throws -> Bool {
+        guard failure.status == .failed || failure.status == .interrupted else {
+            throw StoreError(.invalidArgument, "a failed turn's status must be failed or interrupted")
+        }
+        try StoreError.checkText(failure.partialReply, field: "partialReply")
+        try StoreError.checkText(failure.error, field: "error")
+        try StoreError.checkText(failure.model, field: "model")
+        let usage = failure.usage
+        let query: SQLQuery = """
+            WITH done AS (
+                UPDATE turns SET reply = \(failure.partialReply), status = \(failure.status.rawValue),
+                    error = \(failure.error), model = \(failure.model),
+                    input_tokens = \(usage.inputTokens)::int, output_tokens = \(usage.outputTokens)::int,
+                    cache_creation_input_tokens = \(usage.cacheCreationInputTokens)::int,
+                    cache_read_input_tokens = \(usage.cacheReadInputTokens)::int,
+                    first_token_ms = \(failure.firstTokenMs)::int, latency_ms = \(failure.latencyMs)::int,
+                    finished_at = now(), lease_until = NULL
+                WHERE id = \(failure.turnID)::uuid AND user_id = \(failure.userID)::uuid AND status = 'streaming'
+                RETURNING user_id, thread_id
+            ), touched AS (
+                UPDATE threads SET updated_at = now() FROM done
+                WHERE threads.user_id = done.user_id AND threads.id = done.thread_id
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM done),
+                EXISTS (SELECT 1 FROM turns WHERE id = \(failure.turnID)::uuid AND user_id = \(failure.userID)::uuid)
+            """
+        return try await finish(query)
+    }
+
+    private func finish(_ query: SQLQuery) async throws -> Bool {
+        let result = try await database.withConnection { try $0.query(query) }
+        guard result.bool(0, 1) == true else { throw StoreError(.notFound, "no such turn for this user") }
+        return result.int(0, 0) == 1
+    }
+
+    /// Extends a streaming turn's lease to now + `lease`.
+    /// - Throws: `StoreError.leaseLost` when the turn is no longer streaming (or does not exist for this user).
+    public func renewLease(turnID: UUID, userID: UUID, lease: Duration) async throws {
+        let seconds = Validation.seconds(lease)
+        let result = try await database.withConnection {
+            try $0.query(
+                """
+                UPDATE turns SET lease_until = now() + \(seconds)::float8 * interval '1 second'
+                WHERE id = \(turnID)::uuid AND user_id = \(userID)::uuid AND status = 'streaming'
+                """)
+        }
+        if result.affectedRows == 0 { throw StoreError(.leaseLost, "the turn is no longer streaming") }
+    }
+
+    /// The user's threads, most recently updated first, with `updated_at` before `before` when given.
+    public func listThreads(userID: UUID, limit: Int, before: Date?) async throws -> [ThreadSummary] {
+        guard limit >= 0 else { throw StoreError(.invalidArgument, "limit must not be negative") }
+        let result = try await database.withConnection {
+            try $0.query(
+                """
+                SELECT th.id, th.title, extract(epoch FROM th.created_at)::text, extract(epoch FROM th.updated_at)::text,
+                    (SELECT count(*) FROM turns t WHERE t.user_id = th.user_id AND t.thread_id = th.id)
+                FROM threads th
+                WHERE th.user_id = \(userID)::uuid AND (\(before)::timestamptz IS NULL OR th.updated_at < \(before)::timestamptz)
+                ORDER BY th.updated_at DESC, th.id
+                LIMIT \(limit)::int
+                """)
+        }
+        return result.rows.indices.compactMap { row in
+            guard let id = result.string(row, 0), let created = result.epochDate(row, 2),
+                let updated = result.epochDate(row, 3)
+            else { return nil }
+            return ThreadSummary(
+                id: id, title: result.string(row, 1), createdAt: created, updatedAt: updated,
+                turnCount: result.int(row, 4) ?? 0)
+        }
+    }
+
+    /// The `limit` newest turns with `seq < beforeSeq` (all when nil), oldest first; nil when the thread does not
+    /// exist for this user.
+    public func turns(userID: UUID, threadID: String, limit: Int, beforeSeq: Int?) async throws -> [Turn]? {
+        guard limit >= 0 else { throw StoreError(.invalidArgument, "limit must not be negative") }
+        try StoreError.checkText(threadID, field: "threadID")
+        let result = try await database.withConnection {
+            try $0.query(
+                """
+                SELECT \(unsafeRaw: Rows.turnColumns(alias: "t"))
+                FROM threads th LEFT JOIN LATERAL (
+                    SELECT * FROM turns
+                    WHERE turns.user_id = th.user_id AND turns.thread_id = th.id
+                        AND (\(beforeSeq)::int IS NULL OR turns.seq < \(beforeSeq)::int)
+                    ORDER BY turns.seq DESC LIMIT \(limit)::int
+                ) t ON true
+                WHERE th.user_id = \(userID)::uuid AND th.id = \(threadID)
+                """)
+        }
+        if result.rows.isEmpty { return nil }
+        return result.rows.compactMap(Rows.turn).sorted { $0.seq < $1.seq }
+    }
+
+    /// One turn by id, or nil when it does not exist for this user.
+    public func turn(userID: UUID, id: UUID) async throws -> Turn? {
+        let result = try await database.withConnection {
+            try $0.query(
+                "SELECT \(unsafeRaw: Rows.turnColumns()) FROM turns WHERE user_id = \(userID)::uuid AND id = \(id)::uuid")
+        }
+        return result.rows.first.flatMap(Rows.turn)
+    }
+
+    /// The user's turn created with `idempotencyKey`, or nil.
+    public func turn(userID: UUID, idempotencyKey: String) async throws -> Turn? {
+        try StoreError.checkText(idempotencyKey, field: "idempotencyKey")
+        let result = try await database.withConnection {
+            try $0.query(
+                """
+                SELECT \(unsafeRaw: Rows.turnColumns()) FROM turns
+                WHERE user_id = \(userID)::uuid AND idempotency_key = \(idempotencyKey)
+                """)
+        }
+        return result.rows.first.flatMap(Rows.turn)
+    }
+
+    /// Deletes the thread and its turns; false when it did not exist for this user.
+    @discardableResult
+    public func deleteThread(userID: UUID, threadID: String) async throws -> Bool {
+        try StoreError.checkText(threadID, field: "threadID")
+        let result = try await database.withConnection {
+            try $0.query("DELETE FROM threads WHERE user_id = \(userID)::uuid AND id = \(threadID)")
+        }
+        return result.affectedRows > 0
+    }
+
+    /// Marks the given turns `interrupted` with `error` where they are still streaming (at shutdown, for turns that
+    /// could not finish), in one round trip.
+    public func interruptStreamingTurns(ids: [UUID], error: String) async throws {
+        guard !ids.isEmpty else { return }
+        try StoreError.checkText(error, field: "error")
+        _ = try await database.withConnection {
+            try $0.query(
+                """
+                WITH done AS (
+                    UPDATE turns SET status = 'interrupted', error = \(error), finished_at = now(), lease_until = NULL
+                    WHERE id = ANY(\(ids)::uuid[]) AND status = 'streaming'
+                    RETURNING user_id, thread_id
+                )
+                UPDATE threads SET updated_at = now() FROM done
+                WHERE threads.user_id = done.user_id AND threads.id = done.thread_id
+                """)
+        }
+    }
+
+    /// Checks that the database answers.
+    public func ping() async throws {
+        try await database.ping()
+    }
+}
+
+/// Input checks that run before any I/O.
+enum Validation {
+    static func threadID(_ id: String) throws {
+        try StoreError.checkText(id, field: "threadID")
+        let length = id.unicodeScalars.count
+        guard (1...128).contains(length) else {
+            throw StoreError(.invalidArgument, "threadID must be 1 to 128 characters long")
+        }
+    }
+
+    static func idempotencyKey(_ key: String?) throws {
+        guard let key else { return }
+        try StoreError.checkText(key, field: "idempotencyKey")
+        guard (1...255).contains(key.unicodeScalars.count) else {
+            throw StoreError(.invalidArgument, "idempotencyKey must be 1 to 255 characters long")
+        }
+    }
+
+    /// The first question on one line, cut to 80 characters (and at most 400 code points) with an ellipsis.
+    static func title(from question: String) -> String {
+        let line = question.split(whereSeparator: \.isNewline).joined(separator: " ")
+            .trimmingCharacters(in: .whitespaces)
+        var title = ""
+        var scalars = 0
+        for character in line.prefix(80) {
+            scalars += character.unicodeScalars.count
+            if scalars > 400 { break }
+            title.append(character)
+        }
+        return title.count < line.count ? title + "…" : title
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+}
+
+/// Row decoding shared by the repository's queries.
+enum Rows {
+    static func turnColumns(alias: String? = nil) -> String {
+        let p = alias.map { "\($0)." } ?? ""
+        return """
+            \(p)id, \(p)user_id, \(p)thread_id, \(p)seq, \(p)question, \(p)reply, \(p)status, \(p)error, \(p)model,
+            \(p)stop_reason, \(p)input_tokens, \(p)output_tokens, \(p)cache_creation_input_tokens,
+            \(p)cache_read_input_tokens, extract(epoch FROM \(p)started_at)::text, \(p)first_token_ms, \(p)latency_ms,
+            extract(epoch FROM \(p)finished_at)::text, \(p)idempotency_key
+            """
+    }
+
+    static func turn(_ row: [String?]) -> Turn? {
+        guard let id = row[0].flatMap(UUID.init(uuidString:)), let user = row[1].flatMap(UUID.init(uuidString:)),
+            let thread = row[2], let seq = row[3].flatMap({ Int($0) }), let question = row[4],
+            let status = row[6].flatMap(TurnStatus.init(rawValue:)),
+            let started = row[14].flatMap({ Double($0) })
+        else { return nil }
+        func int(_ index: Int) -> Int? { row[index].flatMap { Int($0) } }
+        return Turn(
+            id: id, userID: user, threadID: thread, seq: seq, question: question, reply: row[5], status: status,
+            error: row[7], model: row[8], stopReason: row[9],
+            usage: TokenUsage(
+                inputTokens: int(10) ?? 0, outputTokens: int(11) ?? 0, cacheCreationInputTokens: int(12) ?? 0,
+                cacheReadInputTokens: int(13) ?? 0),
+            startedAt: Date(timeIntervalSince1970: started), firstTokenMs: int(15), latencyMs: int(16),
+            finishedAt: row[17].flatMap { Double($0) }.map { Date(timeIntervalSince1970: $0) },
+            idempotencyKey: row[18])
+    }
+}
