@@ -24,7 +24,7 @@ enum AgentError: Error, Sendable {
     /// The service is shutting down and takes no new turns.
     case shuttingDown
     /// The database could not be used.
-    case storeUnavailable(StoreError)
+    case storeUnavailable(any Error)
     /// The input cannot be stored (e.g. a NUL byte); names the field.
     case invalidInput(field: String, message: String)
 }
@@ -77,7 +77,7 @@ final class Agent: Sendable {
         } catch let error as StoreError {
             throw Self.agentError(from: error)
         } catch {
-            throw .storeUnavailable(StoreError.wrapping(error))
+            throw .storeUnavailable(error)
         }
         switch begun {
         case .duplicate(let turn):
