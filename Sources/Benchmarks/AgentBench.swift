@@ -6,6 +6,6 @@ struct AgentBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent-bench",
         abstract: "Benchmarks of agent-service components.",
-        subcommands: [ClaudeBenchmark.self]
+        subcommands: [ClaudeBenchmark.self, ServiceBenchmark.self, StubCommand.self]
     )
 }

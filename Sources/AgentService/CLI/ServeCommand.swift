@@ -72,7 +72,7 @@ struct ServeCommand: AsyncParsableCommand {
         logger.notice(
             "user identity: taken from the request's user_id (development mode; no Supabase JWT verification configured)")
         let api = AgentAPI(
-            agent: runtime.agent, repository: runtime.repository, metrics: runtime.metrics, configuration: configuration,
+            agent: runtime.agent, repository: runtime.repository, database: runtime.database, metrics: runtime.metrics, configuration: configuration,
             logger: logger)
         let controllerBox = Mutex<ServiceController?>(nil)
         let app = Application(

@@ -8,6 +8,7 @@ import ThreadStore
 struct AgentAPI: Sendable {
     let agent: Agent
     let repository: ThreadRepository
+    let database: Database
     let metrics: ServiceMetrics
     let configuration: ServiceConfiguration
     let logger: Logger
@@ -37,7 +38,7 @@ struct AgentAPI: Sendable {
         router.get("metrics") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(string: self.metrics.render())))
+                body: .init(byteBuffer: ByteBuffer(string: self.metrics.render(database: self.database.statistics))))
         }
         return router
     }

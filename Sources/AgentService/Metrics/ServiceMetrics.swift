@@ -94,9 +94,20 @@ final class ServiceMetrics: Sendable {
         cacheWriteTokens.increment(by: Int64(usage.cacheCreationInputTokens))
     }
 
-    /// The exposition text.
-    func render() -> String {
-        registry.emitToString()
+    /// The exposition text, with the database pool's own counters appended (they live in ThreadStore).
+    func render(database: DatabaseStatistics) -> String {
+        registry.emitToString() + """
+            # HELP agent_db_round_trips_total Round trips to Postgres (a statement or a pipelined batch each).
+            # TYPE agent_db_round_trips_total counter
+            agent_db_round_trips_total \(database.roundTrips)
+            # HELP agent_db_connections_opened_total Postgres connections opened, reconnects included.
+            # TYPE agent_db_connections_opened_total counter
+            agent_db_connections_opened_total \(database.connectionsOpened)
+            # HELP agent_db_connections_discarded_total Postgres connections found broken and replaced.
+            # TYPE agent_db_connections_discarded_total counter
+            agent_db_connections_discarded_total \(database.connectionsDiscarded)
+
+            """
     }
 
     /// Keeps label cardinality bounded even if an upstream invents error types.

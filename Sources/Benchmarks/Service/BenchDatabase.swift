@@ -1,0 +1,35 @@
+import Foundation
+import Logging
+import ThreadStore
+
+/// The Postgres a benchmark runs against: `DATABASE_URL` when set, else a throwaway cluster under /tmp (stock
+/// settings: fsync and synchronous commit on, as in production).
+struct BenchDatabase {
+    let conninfo: String
+    let database: Database
+    private let embedded: EmbeddedPostgres?
+
+    static func start() async throws -> BenchDatabase {
+        var logger = Logger(label: "agent-bench")
+        logger.logLevel = .warning
+        if let url = ProcessInfo.processInfo.environment["DATABASE_URL"], !url.isEmpty {
+            return BenchDatabase(
+                conninfo: url, database: Database(configuration: .init(conninfo: url, poolSize: 4), logger: logger),
+                embedded: nil)
+        }
+        let directory = URL(fileURLWithPath: "/tmp/agent-bench-\(getpid())/postgres")
+        let postgres = EmbeddedPostgres(
+            directory: directory, databaseName: "agent_bench", extraSettings: ["max_connections = 200"], logger: logger)
+        let conninfo = try await postgres.startDetached()
+        return BenchDatabase(
+            conninfo: conninfo, database: Database(configuration: .init(conninfo: conninfo, poolSize: 4), logger: logger),
+            embedded: postgres)
+    }
+
+    /// Stops and removes a throwaway cluster (a given DATABASE_URL is left alone).
+    func stop() {
+        guard let embedded else { return }
+        try? embedded.stop(immediate: true)
+        try? FileManager.default.removeItem(at: embedded.directory.deletingLastPathComponent())
+    }
+}

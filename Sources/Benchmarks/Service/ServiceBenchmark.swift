@@ -1,0 +1,202 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ThreadStore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `agent-bench service`: the whole service under load, against the stub and a real Postgres.
+///
+/// Three processes: this load generator (NIO, one thread), `agent-bench stub` (the Claude stub, stamping each delta
+/// with its send time) and the real `agent-service serve` binary. The service's CPU and memory come from /proc, its
+/// database round trips from its /metrics.
+struct ServiceBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "service",
+        abstract: "Drive N concurrent /query_stream clients through agent-service and report added latency and cost.")
+
+    @Option(help: "Comma-separated concurrency levels.")
+    var levels = "1,100,1000,5000,10000"
+
+    @Option(help: "Consecutive turns per thread (1: every stream is a new thread).")
+    var turnsPerThread = 1
+
+    @Option(help: "Text deltas per reply.")
+    var deltas = 20
+
+    @Option(help: "Milliseconds between deltas at the stub.")
+    var intervalMs = 100
+
+    @Option(help: "Milliseconds the stub waits before the first delta.")
+    var firstMs = 50
+
+    @Option(help: "New streams opened per second while ramping up a level.")
+    var rampPerSecond = 4_000
+
+    @Option(help: "The agent-service binary (build it with `swift build -c release`).")
+    var binary = ".build/release/agent-service"
+
+    @Option(help: "The agent-bench binary that runs the stub (default: this one).")
+    var benchBinary: String?
+
+    @Option(help: "Database pool size of the service.")
+    var poolSize = 8
+
+    func run() async throws {
+        let wanted = levels.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        let largest = wanted.max() ?? 1
+        let limit = raiseFileDescriptorLimit(to: rlim_t(max(65_536, largest * 4 + 1_000)))
+        print("# agent-bench service: levels \(wanted), \(turnsPerThread) turn(s)/thread, \(deltas) deltas × \(intervalMs) ms, first delta after \(firstMs) ms")
+        print("# machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB; open-file limit raised to \(limit)")
+
+        let database = try await BenchDatabase.start()
+        defer { database.stop() }
+        let stub = try ChildProcess.start(
+            executable: benchBinary ?? CommandLine.arguments[0],
+            arguments: [
+                "stub", "--first-ms", "\(firstMs)", "--interval-ms", "\(intervalMs)", "--deltas", "\(deltas)",
+            ],
+            environment: [:], readyPattern: #"stub listening on (\d+)"#)
+        defer { stub.terminate() }
+        let service = try ChildProcess.start(
+            executable: binary, arguments: ["serve"],
+            environment: [
+                "DATABASE_URL": database.conninfo, "ANTHROPIC_API_KEY": "bench",
+                "ANTHROPIC_BASE_URL": "http://127.0.0.1:\(stub.port)", "PORT": "0", "LOG_LEVEL": "notice",
+                "DATABASE_POOL_SIZE": "\(poolSize)", "SSE_PING_SECONDS": "15",
+            ],
+            readyPattern: #"listening on http://[^:]+:(\d+)"#)
+        defer { service.terminate() }
+        let serviceStats = ProcessStats(pid: service.pid)
+
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+
+        let repository = ThreadRepository(database: database.database)
+
+        print("")
+        print(
+            "| streams | added TTFC p50 / p90 / p99 / max (ms) | added delta gap p50 / p99 (ms) | turns/s | errors | service CPU s / 1k turns | service peak RSS (MiB) | DB round trips / turn | persisted exact |")
+        print("|---:|---|---|---:|---|---:|---:|---:|---|")
+        for level in wanted {
+            let before = try await Metrics.scrape(port: service.port)
+            let cpuBefore = serviceStats.cpuSeconds()
+            serviceStats.resetPeak()
+            let started = LoadClient.now()
+            let results = try await runLevel(level, group: group, port: service.port)
+            let elapsed = Double(LoadClient.now() - started) / 1e9
+            let cpu = serviceStats.cpuSeconds() - cpuBefore
+            let after = try await Metrics.scrape(port: service.port)
+            let report = try await LevelReport(
+                level: level, results: results, elapsed: elapsed, serviceCPU: cpu,
+                peakRSS: serviceStats.peakRSS(), roundTrips: after.roundTrips - before.roundTrips,
+                repository: repository)
+            print(report.row)
+            if !report.errors.isEmpty { print("#   errors at \(level): \(report.errors)") }
+        }
+        service.terminate()
+        stub.terminate()
+        try await group.shutdownGracefully()
+    }
+
+    /// Runs `level` concurrent conversations of `turnsPerThread` turns and returns every stream's result.
+    private func runLevel(_ level: Int, group: MultiThreadedEventLoopGroup, port: Int) async throws -> [StreamResult] {
+        // Open streams in batches every 10 ms (a sleep per stream would be limited by timer granularity).
+        let batch = max(1, rampPerSecond / 100)
+        return try await withThrowingTaskGroup(of: [StreamResult].self) { tasks in
+            for index in 0..<level {
+                let user = UUID().uuidString.lowercased()
+                let thread = "bench-\(UUID().uuidString.prefix(13).lowercased())-\(index)"
+                let turns = turnsPerThread
+                tasks.addTask {
+                    var results: [StreamResult] = []
+                    for turn in 1...turns {
+                        let body = try JSONSerialization.data(withJSONObject: [
+                            "question": "benchmark question \(turn) of conversation \(index)", "user_id": user,
+                            "user_timezone": "UTC", "thread_id": thread,
+                        ])
+                        var buffer = ByteBuffer()
+                        buffer.writeBytes(body)
+                        var result = try await LoadClient.stream(
+                            group: group, host: "127.0.0.1", port: port, body: buffer
+                        ).get()
+                        result.userID = user
+                        results.append(result)
+                        if result.error != nil { break }
+                    }
+                    return results
+                }
+                if (index + 1) % batch == 0 && index + 1 < level { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            var all: [StreamResult] = []
+            for try await results in tasks { all += results }
+            return all
+        }
+    }
+}
+
+/// One table row.
+struct LevelReport {
+    var row: String
+    var errors: [String: Int]
+
+    init(
+        level: Int, results: [StreamResult], elapsed: Double, serviceCPU: Double, peakRSS: Int, roundTrips: Double,
+        repository: ThreadRepository
+    ) async throws {
+        var added: [Double] = []
+        var gaps: [Double] = []
+        var errors: [String: Int] = [:]
+        var completed = 0
+        for result in results {
+            if let error = result.error {
+                errors[String(error.prefix(60)), default: 0] += 1
+                continue
+            }
+            completed += 1
+            if let first = result.firstChunkAt, let stamp = result.firstDeltaStamp, let received = result.stubReceivedStamp {
+                let client = Double(first - result.requestSent)
+                let stub = Double(stamp) - Double(received)
+                added.append((client - stub) / 1e6)
+            }
+            gaps += result.deltaDelays.map { Double($0) / 1e6 }
+        }
+        // Every completed turn must be in the database with exactly the streamed text.
+        var exact = 0
+        var mismatched = 0
+        for result in results where result.done {
+            guard let id = result.turnID.flatMap(UUID.init(uuidString:)), let user = result.userID.flatMap(UUID.init(uuidString:))
+            else { continue }
+            let turn = try await repository.turn(userID: user, id: id)
+            if turn?.status == .completed && turn?.reply == result.text { exact += 1 } else { mismatched += 1 }
+        }
+        let ttfc = Percentiles(added)
+        let gap = Percentiles(gaps)
+        let f = { (value: Double) in String(format: "%.2f", value) }
+        let errorText = errors.isEmpty ? "0" : "\(errors.values.reduce(0, +))"
+        let perThousand = completed > 0 ? serviceCPU / Double(completed) * 1_000 : .nan
+        let trips = completed > 0 ? roundTrips / Double(completed) : .nan
+        row =
+            "| \(level) | \(f(ttfc.value(50))) / \(f(ttfc.value(90))) / \(f(ttfc.value(99))) / \(f(ttfc.max)) | \(f(gap.value(50))) / \(f(gap.value(99))) | \(String(format: "%.0f", Double(completed) / elapsed)) | \(errorText) | \(String(format: "%.2f", perThousand)) | \(peakRSS >> 20) | \(String(format: "%.2f", trips)) | \(exact)/\(completed)\(mismatched > 0 ? " (\(mismatched) differ)" : "") |"
+        self.errors = errors
+    }
+}
+
+/// The service's counters, from its /metrics.
+enum Metrics {
+    struct Sample {
+        var roundTrips: Double
+    }
+
+    static func scrape(port: Int) async throws -> Sample {
+        let text = try await HTTPGet.text(port: port, path: "/metrics")
+        var trips = 0.0
+        for line in text.split(separator: "\n") where line.hasPrefix("agent_db_round_trips_total") {
+            trips = Double(line.split(separator: " ").last ?? "") ?? 0
+        }
+        return Sample(roundTrips: trips)
+    }
+}
