@@ -5,6 +5,6 @@ struct AgentServiceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent-service",
         abstract: "Real-time Claude replies with memory: an SSE chat service over Postgres.",
-        subcommands: []
+        subcommands: [MigrateCommand.self]
     )
 }
