@@ -48,6 +48,7 @@ public final class Database: Sendable {
     }
 
     /// Runs `body` inside `BEGIN ... COMMIT` on one connection's thread; any thrown error rolls back.
+    @discardableResult
     public func transaction<T: Sendable>(
         _ body: @escaping @Sendable (DatabaseConnection) throws -> T
     ) async throws -> T {
