@@ -112,6 +112,20 @@ import ThreadStore
         await database.close()
     }
 
+    @Test("a caller waiting for a connection can be cancelled without disturbing the pool")
+    func waiterCancellation() async throws {
+        let (_, database) = try await TestPostgres.freshDatabase(poolSize: 1)
+        let holder = Task { try await database.withConnection { try $0.query("SELECT pg_sleep(0.5)") } }
+        try await Task.sleep(for: .milliseconds(100))
+        let waiter = Task { try await database.withConnection { try $0.query("SELECT 1") } }
+        try await Task.sleep(for: .milliseconds(50))
+        waiter.cancel()
+        await #expect(throws: CancellationError.self) { _ = try await waiter.value }
+        _ = try await holder.value
+        try await database.ping()
+        await database.close()
+    }
+
     @Test("a pipelined batch is one round trip and one transaction: a failing statement rolls back the others")
     func pipelineIsAtomic() async throws {
         let (_, database) = try await TestPostgres.freshDatabase(poolSize: 1)

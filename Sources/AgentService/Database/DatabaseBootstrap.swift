@@ -17,9 +17,10 @@ struct DatabaseTarget: Sendable {
         }
         let embedded = EmbeddedPostgres(logger: logger)
         do {
-            let conninfo = try await embedded.startDetached()
+            let running = try await embedded.startDetachedReportingDirectory()
             return DatabaseTarget(
-                conninfo: conninfo, description: "embedded PostgreSQL in \(embedded.directory.path) (DATABASE_URL unset)",
+                conninfo: running.conninfo,
+                description: "embedded PostgreSQL in \(running.directory.path) (DATABASE_URL unset)",
                 isEmbedded: true)
         } catch let error as StoreError {
             throw ConfigurationError(error.message)

@@ -47,20 +47,36 @@ public struct EmbeddedPostgres: Sendable {
         "host=\(socketDirectory) port=\(Self.port) user=postgres dbname=\(database ?? databaseName)"
     }
 
-    /// Runs `start()` on a thread of its own so the cooperative pool is not blocked.
+    /// A running cluster: how to connect and where it actually lives (a fallback folder when running as root and
+    /// the `postgres` OS user cannot reach `directory`).
+    public struct Running: Sendable {
+        public var conninfo: String
+        public var directory: URL
+    }
+
+    /// Runs `start()` on a thread of its own so the cooperative pool is not blocked; returns the conninfo.
     public func startDetached() async throws -> String {
+        try await startDetachedReportingDirectory().conninfo
+    }
+
+    /// Like `startDetached()`, also telling where the cluster lives.
+    public func startDetachedReportingDirectory() async throws -> Running {
         try await withCheckedThrowingContinuation { continuation in
-            let thread = Thread { continuation.resume(with: Result { try self.start() }) }
+            let thread = Thread { continuation.resume(with: Result { try self.startReportingDirectory() }) }
             thread.name = "embedded-postgres"
             thread.start()
         }
     }
 
-    /// Initializes (first time), starts (when not running) and returns the conninfo of `databaseName`.
+    /// Initializes (first time), starts (when not running) and returns the conninfo of `databaseName`. Blocking.
     public func start() throws -> String {
+        try startReportingDirectory().conninfo
+    }
+
+    func startReportingDirectory() throws -> Running {
         var cluster = self
         if Self.isRoot { cluster = try cluster.withTraversableDirectory() }
-        return try cluster.startHere()
+        return Running(conninfo: try cluster.startHere(), directory: cluster.directory)
     }
 
     /// Stops the cluster (`pg_ctl stop`); `immediate` skips the checkpoint, as for throwaway test clusters.
