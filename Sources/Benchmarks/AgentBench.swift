@@ -5,7 +5,7 @@ import ArgumentParser
 struct AgentBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent-bench",
-        abstract: "Benchmarks of agent-service components.",
-        subcommands: [ClaudeBenchmark.self, ServiceBenchmark.self, StubCommand.self]
+        abstract: "Benchmarks of agent-service and its modules; each prints figures.",
+        subcommands: [ServiceBenchmark.self, ClaudeBenchmark.self, StoreBenchmark.self, StubCommand.self]
     )
 }

@@ -5,7 +5,9 @@ struct AgentServiceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent-service",
         abstract: "Real-time Claude replies with memory: an SSE chat service over Postgres.",
-        subcommands: [ServeCommand.self, ChatCommand.self, ReplayCommand.self, ThreadsCommand.self],
+        subcommands: [
+            ServeCommand.self, MigrateCommand.self, ChatCommand.self, ReplayCommand.self, ThreadsCommand.self,
+        ],
         defaultSubcommand: ServeCommand.self
     )
 }

@@ -28,6 +28,8 @@ enum Connector {
             PQfinish(handle)
             throw describeFailure(raw, host: host, configuration: configuration, parsed: parsed)
         }
+        // Server notices ("relation already exists, skipping") would otherwise go to stderr.
+        _ = PQsetNoticeProcessor(handle, { _, _ in }, nil)
         counters.connectionsOpened.add(1, ordering: .relaxed)
         return DatabaseConnection(handle: handle, counters: counters)
     }

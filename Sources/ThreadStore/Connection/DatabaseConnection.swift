@@ -1,5 +1,8 @@
 import CPostgres
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Synchronization
 
 /// One libpq connection, confined to the dedicated thread of its pool slot.
@@ -20,12 +23,14 @@ public final class DatabaseConnection {
 
     var isBroken: Bool { PQstatus(handle) == CONNECTION_BAD }
 
-    /// Reads whatever the server sent while the connection was idle (such as a termination notice) without blocking,
-    /// so a backend killed in the meantime is noticed before a statement is sent to it.
+    /// Checks, without a round trip, that nothing arrived while the connection was idle: an idle connection only
+    /// becomes readable when the server ended it (a termination notice, then EOF), so a readable socket means the
+    /// connection is discarded before a statement is sent to a dead backend.
     func isAliveWithoutRoundTrip() -> Bool {
         if PQstatus(handle) != CONNECTION_OK { return false }
-        if PQconsumeInput(handle) == 0 { return false }
-        return PQstatus(handle) == CONNECTION_OK
+        var descriptor = pollfd(fd: PQsocket(handle), events: Int16(POLLIN), revents: 0)
+        let ready = poll(&descriptor, 1, 0)
+        return ready == 0
     }
 
     /// Runs one statement in one round trip.

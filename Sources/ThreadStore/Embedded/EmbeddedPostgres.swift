@@ -47,20 +47,36 @@ public struct EmbeddedPostgres: Sendable {
         "host=\(socketDirectory) port=\(Self.port) user=postgres dbname=\(database ?? databaseName)"
     }
 
-    /// Runs `start()` on a thread of its own so the cooperative pool is not blocked.
+    /// A running cluster: how to connect and where it actually lives (a fallback folder when running as root and
+    /// the `postgres` OS user cannot reach `directory`).
+    public struct Running: Sendable {
+        public var conninfo: String
+        public var directory: URL
+    }
+
+    /// Runs `start()` on a thread of its own so the cooperative pool is not blocked; returns the conninfo.
     public func startDetached() async throws -> String {
+        try await startDetachedReportingDirectory().conninfo
+    }
+
+    /// Like `startDetached()`, also telling where the cluster lives.
+    public func startDetachedReportingDirectory() async throws -> Running {
         try await withCheckedThrowingContinuation { continuation in
-            let thread = Thread { continuation.resume(with: Result { try self.start() }) }
+            let thread = Thread { continuation.resume(with: Result { try self.startReportingDirectory() }) }
             thread.name = "embedded-postgres"
             thread.start()
         }
     }
 
-    /// Initializes (first time), starts (when not running) and returns the conninfo of `databaseName`.
+    /// Initializes (first time), starts (when not running) and returns the conninfo of `databaseName`. Blocking.
     public func start() throws -> String {
+        try startReportingDirectory().conninfo
+    }
+
+    func startReportingDirectory() throws -> Running {
         var cluster = self
         if Self.isRoot { cluster = try cluster.withTraversableDirectory() }
-        return try cluster.startHere()
+        return Running(conninfo: try cluster.startHere(), directory: cluster.directory)
     }
 
     /// Stops the cluster (`pg_ctl stop`); `immediate` skips the checkpoint, as for throwaway test clusters.
@@ -153,41 +169,20 @@ public struct EmbeddedPostgres: Sendable {
 
     // MARK: - Processes
 
-    struct ToolOutput {
-        var exitCode: Int32
-        var output: String
-    }
+    typealias ToolOutput = Subprocess.Output
 
     /// Runs a server binary, as the `postgres` OS user when we are root (initdb and postgres refuse root).
     @discardableResult
     func runServerTool(_ path: String, _ arguments: [String], allowFailure: Bool = false) throws -> ToolOutput {
-        let process = Process()
-        if Self.isRoot {
-            process.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
-            process.arguments = ["-u", "postgres", "--", path] + arguments
-        } else {
-            process.executableURL = URL(fileURLWithPath: path)
-            process.arguments = arguments
-        }
-        let outputFile = FileManager.default.temporaryDirectory
-            .appendingPathComponent("agent-service-tool-\(UUID().uuidString).log")
-        _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
-        defer { try? FileManager.default.removeItem(at: outputFile) }
-        let handle = try FileHandle(forWritingTo: outputFile)
-        process.standardOutput = handle
-        process.standardError = handle
-        process.standardInput = FileHandle.nullDevice
-        do { try process.run() } catch {
-            throw failure("cannot run \(path)", detail: "\(error)")
-        }
-        process.waitUntilExit()
-        try? handle.close()
-        let output = (try? String(contentsOf: outputFile, encoding: .utf8)) ?? ""
-        if process.terminationStatus != 0 && !allowFailure {
+        let result =
+            Self.isRoot
+            ? try Subprocess.run("/usr/sbin/runuser", ["-u", "postgres", "--", path] + arguments)
+            : try Subprocess.run(path, arguments)
+        if result.exitCode != 0 && !allowFailure {
             let name = (path as NSString).lastPathComponent
-            throw failure("\(name) failed (exit \(process.terminationStatus))", detail: output)
+            throw failure("\(name) failed (exit \(result.exitCode))", detail: result.output)
         }
-        return ToolOutput(exitCode: process.terminationStatus, output: output)
+        return result
     }
 
     static var isRoot: Bool { geteuid() == 0 }
@@ -216,16 +211,9 @@ public struct EmbeddedPostgres: Sendable {
     }
 
     private static func captureOutput(_ path: String, _ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let result = try Subprocess.run(path, arguments)
+        guard result.exitCode == 0 else { throw StoreError(.embeddedPostgres, "\(path) failed") }
+        return result.output.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     static func chownToPostgres(_ path: String) throws {
@@ -241,14 +229,9 @@ public struct EmbeddedPostgres: Sendable {
 
     /// Whether the `postgres` OS user can reach and write `path` (every ancestor must be searchable).
     static func canPostgresUserWrite(_ path: String) -> Bool {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
-        process.arguments = ["-u", "postgres", "--", "/usr/bin/test", "-w", path, "-a", "-x", path]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return false }
-        process.waitUntilExit()
-        return process.terminationStatus == 0
+        let result = try? Subprocess.run(
+            "/usr/sbin/runuser", ["-u", "postgres", "--", "/usr/bin/test", "-w", path, "-a", "-x", path])
+        return result?.exitCode == 0
     }
 
     /// FNV-1a of `text`, 12 hex digits: stable across processes, unlike `hashValue`.

@@ -48,6 +48,7 @@ public final class Database: Sendable {
     }
 
     /// Runs `body` inside `BEGIN ... COMMIT` on one connection's thread; any thrown error rolls back.
+    @discardableResult
     public func transaction<T: Sendable>(
         _ body: @escaping @Sendable (DatabaseConnection) throws -> T
     ) async throws -> T {
@@ -86,19 +87,33 @@ public final class Database: Sendable {
         case .worker(let worker): return worker
         case .closed: throw StoreError(.closed, "the database pool is closed")
         case .wait:
-            return try await withCheckedThrowingContinuation { continuation in
-                let closed = state.withLock { state in
-                    if state.closed { return true }
-                    // A slot may have come free since the first look.
-                    if let index = state.idle.popLast() {
-                        continuation.resume(returning: workers[index])
-                        return false
+            let id = state.withLock { state in
+                state.nextWaiterID += 1
+                return state.nextWaiterID
+            }
+            return try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { continuation in
+                    enum Enqueued { case waiting, worker(ConnectionWorker), closed, cancelled }
+                    let outcome: Enqueued = state.withLock { state in
+                        if state.closed { return .closed }
+                        // A slot may have come free since the first look.
+                        if let index = state.idle.popLast() { return .worker(workers[index]) }
+                        if Task.isCancelled { return .cancelled }
+                        state.waiters.append((id, continuation))
+                        return .waiting
                     }
-                    state.nextWaiterID += 1
-                    state.waiters.append((state.nextWaiterID, continuation))
-                    return false
+                    switch outcome {
+                    case .waiting: break
+                    case .worker(let worker): continuation.resume(returning: worker)
+                    case .closed: continuation.resume(throwing: StoreError(.closed, "the database pool is closed"))
+                    case .cancelled: continuation.resume(throwing: CancellationError())
+                    }
                 }
-                if closed { continuation.resume(throwing: StoreError(.closed, "the database pool is closed")) }
+            } onCancel: {
+                let waiter = state.withLock { state in
+                    state.waiters.firstIndex { $0.id == id }.map { state.waiters.remove(at: $0).continuation }
+                }
+                waiter?.resume(throwing: CancellationError())
             }
         }
     }

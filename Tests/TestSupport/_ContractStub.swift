@@ -1,2 +1,0 @@
-public import ThreadStore
-public enum TestPostgres { public static func freshDatabase() async throws -> (conninfo: String, database: Database) { fatalError() } }

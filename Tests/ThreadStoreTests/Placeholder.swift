@@ -1,5 +1,0 @@
-import Testing
-
-@Suite struct PlaceholderThreadStoreTests {
-    @Test func builds() { #expect(Bool(true)) }
-}
