@@ -75,7 +75,7 @@ struct CommandLineTests {
 
         static func make() async throws -> Fixture {
             let (conninfo, database) = try await TestPostgres.freshDatabase()
-            let stub = ClaudeStub(logger: Logger(label: "stub"))
+            let stub = ClaudeStub(logger: .quiet)
             try await stub.start(host: "127.0.0.1", port: 0)
             return Fixture(conninfo: conninfo, database: database, stub: stub)
         }

@@ -23,7 +23,7 @@ struct ServiceHarness: Sendable {
         configure: (inout ServiceConfiguration) -> Void = { _ in }
     ) async throws -> ServiceHarness {
         let (conninfo, database) = try await TestPostgres.freshDatabase()
-        let stub = ClaudeStub(configuration: stubConfiguration, logger: Logger(label: "stub"))
+        let stub = ClaudeStub(configuration: stubConfiguration, logger: .quiet)
         try await stub.start(host: "127.0.0.1", port: 0)
         var configuration = ServiceConfiguration()
         configuration.port = 0
@@ -33,8 +33,7 @@ struct ServiceHarness: Sendable {
         configuration.claudeIdleTimeoutSeconds = 2
         configuration.shutdownGraceSeconds = 10
         configure(&configuration)
-        var logger = Logger(label: "agent-service-test")
-        logger.logLevel = .warning
+        let logger = Logger.quiet
         let runtime = try await AgentRuntime.start(
             configuration: configuration, database: database, databaseDescription: "test database", logger: logger)
         let (ready, readyContinuation) = AsyncStream<(Int, ServiceController)>.makeStream()
@@ -109,4 +108,13 @@ struct ServiceHarness: Sendable {
 struct HarnessError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+extension Logger {
+    /// Errors only, so test output stays readable (expected failures log warnings).
+    static var quiet: Logger {
+        var logger = Logger(label: "test")
+        logger.logLevel = .error
+        return logger
+    }
 }
