@@ -20,9 +20,11 @@ struct ServiceHarness: Sendable {
 
     static func start(
         stub stubConfiguration: StubConfiguration = StubConfiguration(),
+        database given: (conninfo: String, database: Database)? = nil,
         configure: (inout ServiceConfiguration) -> Void = { _ in }
     ) async throws -> ServiceHarness {
-        let (conninfo, database) = try await TestPostgres.freshDatabase()
+        let (conninfo, database): (String, Database)
+        if let given { (conninfo, database) = given } else { (conninfo, database) = try await TestPostgres.freshDatabase() }
         let stub = ClaudeStub(configuration: stubConfiguration, logger: .quiet)
         try await stub.start(host: "127.0.0.1", port: 0)
         var configuration = ServiceConfiguration()
@@ -52,10 +54,11 @@ struct ServiceHarness: Sendable {
     /// Runs `body` against a fresh service and always shuts it down afterwards.
     static func run(
         stub stubConfiguration: StubConfiguration = StubConfiguration(),
+        database: (conninfo: String, database: Database)? = nil,
         configure: (inout ServiceConfiguration) -> Void = { _ in },
         _ body: (ServiceHarness) async throws -> Void
     ) async throws {
-        let service = try await start(stub: stubConfiguration, configure: configure)
+        let service = try await start(stub: stubConfiguration, database: database, configure: configure)
         do {
             try await body(service)
         } catch {
@@ -116,5 +119,12 @@ extension Logger {
         var logger = Logger(label: "test")
         logger.logLevel = .error
         return logger
+    }
+}
+
+/// Runs blocking work (pg_ctl, for instance) on a thread of its own, off the cooperative pool.
+func onThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try work() }) }.start()
     }
 }
