@@ -76,10 +76,14 @@ public final class DatabaseConnection {
             // Each statement's results end with a NULL.
             while let extra = PQgetResult(handle) { PQclear(extra) }
         }
-        // The sync marker.
+        // The sync marker; libpq returns it right after the last statement's NULL.
+        var strayNulls = 0
         while true {
             guard let result = PQgetResult(handle) else {
-                if isBroken { throw firstError ?? connectionError("the connection closed before the pipeline sync") }
+                strayNulls += 1
+                if isBroken || strayNulls > 2 {
+                    throw firstError ?? connectionError("the connection closed before the pipeline sync")
+                }
                 continue
             }
             let status = PQresultStatus(result)
