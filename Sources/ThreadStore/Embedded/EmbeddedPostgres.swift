@@ -144,7 +144,9 @@ public struct EmbeddedPostgres: Sendable {
             let started = try runServerTool(
                 "\(tools)/pg_ctl", ["start", "-D", dataDirectory, "-l", logFile, "-w", "-t", "60"], allowFailure: true)
             if started.exitCode != 0 {
-                throw failure("pg_ctl could not start the cluster; see \(logFile)", detail: started.output)
+                throw failure(
+                    "pg_ctl could not start the cluster (\(lastLogLine() ?? "no log")); see \(logFile)",
+                    detail: started.output)
             }
         }
         try createDatabaseIfMissing()
@@ -161,6 +163,12 @@ public struct EmbeddedPostgres: Sendable {
             let quoted = "\"" + databaseName.replacingOccurrences(of: "\"", with: "\"\"") + "\""
             try connection.query(SQLQuery(unsafeSQL: "CREATE DATABASE \(quoted)"))
         }
+    }
+
+    /// The server log's last line, which names the reason a start failed (e.g. a port or permission problem).
+    private func lastLogLine() -> String? {
+        guard let text = try? String(contentsOfFile: logFile, encoding: .utf8) else { return nil }
+        return text.split(separator: "\n").last.map { String($0.suffix(300)) }
     }
 
     private func failure(_ message: String, detail: String? = nil) -> StoreError {
