@@ -33,6 +33,7 @@ CREATE TABLE public.turns (
     finished_at                 timestamptz,
     lease_until                 timestamptz,
     idempotency_key             text        CHECK (idempotency_key IS NULL OR char_length(idempotency_key) BETWEEN 1 AND 255),
+    user_timezone               text        CHECK (user_timezone IS NULL OR char_length(user_timezone) <= 64),
     CONSTRAINT turns_thread_seq_key UNIQUE (user_id, thread_id, seq),
     CONSTRAINT turns_thread_fkey FOREIGN KEY (user_id, thread_id)
         REFERENCES public.threads (user_id, id) ON DELETE CASCADE,

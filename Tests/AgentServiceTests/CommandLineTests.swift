@@ -116,6 +116,7 @@ struct CommandLineTests {
             #expect(usage["output_tokens"] as? Int == turn.usage.outputTokens)
             #expect(usage["input_tokens"] as? Int == turn.usage.inputTokens)
             #expect(item["turn_id"] as? String == turn.id.uuidString.lowercased())
+            #expect(item["user_timezone"] as? String == "Asia/Tokyo")
         }
 
         let text = try await CommandRun.run(["replay", "cli-1", "--user", user.uuidString], environment: fixture.environment)
@@ -123,6 +124,7 @@ struct CommandLineTests {
         #expect(!text.stdout.contains("\u{1B}["), "piped text output has no escape codes")
         #expect(text.stdout.contains("You: first question") || text.stdout.contains("first question"))
         #expect(text.stdout.contains("Claude: "))
+        #expect(text.stdout.contains("Asia/Tokyo"), "times are shown in the zone the user asked from")
 
         let markdown = try await CommandRun.run(
             ["replay", "cli-1", "--user", user.uuidString, "--format", "markdown"], environment: fixture.environment)

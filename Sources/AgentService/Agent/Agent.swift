@@ -73,7 +73,8 @@ final class Agent: Sendable {
             begun = try await repository.beginTurn(
                 BeginTurnRequest(
                     userID: input.userID, threadID: threadID, question: input.question,
-                    idempotencyKey: input.idempotencyKey, historyLimit: historyTurns, lease: lease))
+                    idempotencyKey: input.idempotencyKey, historyLimit: historyTurns, lease: lease,
+                    userTimeZone: input.timeZone.identifier))
         } catch let error as StoreError {
             throw Self.agentError(from: error)
         } catch {

@@ -29,7 +29,7 @@ struct ReplayCommand: AsyncParsableCommand {
     @Option(help: "Show at most this many turns.")
     var limit: Int?
 
-    @Option(help: "Show times in this IANA time zone (default: the machine's).")
+    @Option(help: "Show times in this IANA time zone (default: the zone the user asked from, else UTC).")
     var timezone: String?
 
     @Flag(help: "Send the questions again into a new thread and compare the replies.")
@@ -53,7 +53,7 @@ struct ReplayCommand: AsyncParsableCommand {
     func run() async throws {
         let runtime = await CLI.runtime()
         let user = userOptions.user
-        let zone = timezone.flatMap(TimeZone.init(identifier:)) ?? .current
+        let zone = timezone.flatMap(TimeZone.init(identifier:))
         guard var turns = try await CLI.allTurns(runtime.repository, user: user, thread: threadID) else {
             await runtime.shutdown()
             CLI.fail("thread '\(threadID)' not found for user \(user.uuidString.lowercased())")
@@ -62,7 +62,9 @@ struct ReplayCommand: AsyncParsableCommand {
         if let limit { turns = Array(turns.prefix(limit)) }
 
         if rerun {
-            try await Self.rerun(turns, runtime: runtime, user: user, zone: zone, model: model, sourceThread: threadID)
+            let askedFrom = zone ?? turns.last?.userTimeZone.flatMap(TimeZone.init(identifier:)) ?? .current
+            try await Self.rerun(
+                turns, runtime: runtime, user: user, zone: askedFrom, model: model, sourceThread: threadID)
         } else {
             let formatter = TranscriptFormatter(threadID: threadID, userID: user, timeZone: zone)
             switch format {

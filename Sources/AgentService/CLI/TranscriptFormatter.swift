@@ -5,8 +5,8 @@ import ThreadStore
 struct TranscriptFormatter {
     var threadID: String
     var userID: UUID
-    /// Where to show times; turns are stored in UTC.
-    var timeZone: TimeZone
+    /// Where to show times: this zone when given, else each turn's stored user time zone, else UTC.
+    var timeZone: TimeZone?
 
     func text(_ turns: [Turn], style: Style) -> String {
         var out = style.bold("Thread \(threadID)") + style.dim(" · user \(userID.uuidString.lowercased()) · \(turns.count) turn(s)") + "\n"
@@ -47,7 +47,8 @@ struct TranscriptFormatter {
 
     /// "2026-11-24 18:05 Europe/Berlin · claude-sonnet-4-5 · 12 in / 34 out tokens · first token 420 ms"
     func header(_ turn: Turn) -> String {
-        var parts = [Self.localTime(turn.startedAt, timeZone)]
+        let zone = timeZone ?? turn.userTimeZone.flatMap(TimeZone.init(identifier:)) ?? TimeZone(identifier: "UTC")!
+        var parts = [Self.localTime(turn.startedAt, zone)]
         if let model = turn.model { parts.append(model) }
         let usage = turn.usage
         if usage.inputTokens + usage.outputTokens > 0 {
@@ -94,6 +95,7 @@ struct TranscriptDocument: Encodable {
         var firstTokenMs: Int?
         var latencyMs: Int?
         var idempotencyKey: String?
+        var userTimeZone: String?
 
         struct Usage: Encodable {
             var inputTokens, outputTokens, cacheCreationInputTokens, cacheReadInputTokens: Int
@@ -107,7 +109,7 @@ struct TranscriptDocument: Encodable {
         enum CodingKeys: String, CodingKey {
             case turnID = "turn_id", seq, question, reply, status, error, model, stopReason = "stop_reason", usage
             case startedAt = "started_at", finishedAt = "finished_at", firstTokenMs = "first_token_ms"
-            case latencyMs = "latency_ms", idempotencyKey = "idempotency_key"
+            case latencyMs = "latency_ms", idempotencyKey = "idempotency_key", userTimeZone = "user_timezone"
         }
 
         init(_ turn: Turn) {
@@ -128,6 +130,7 @@ struct TranscriptDocument: Encodable {
             firstTokenMs = turn.firstTokenMs
             latencyMs = turn.latencyMs
             idempotencyKey = turn.idempotencyKey
+            userTimeZone = turn.userTimeZone
         }
     }
 }

@@ -9,7 +9,7 @@ struct BenchDatabase {
     let database: Database
     private let embedded: EmbeddedPostgres?
 
-    static func start() async throws -> BenchDatabase {
+    static func start(settings: [String] = []) async throws -> BenchDatabase {
         var logger = Logger(label: "agent-bench")
         logger.logLevel = .warning
         if let url = ProcessInfo.processInfo.environment["DATABASE_URL"], !url.isEmpty {
@@ -19,7 +19,7 @@ struct BenchDatabase {
         }
         let directory = URL(fileURLWithPath: "/tmp/agent-bench-\(getpid())/postgres")
         let postgres = EmbeddedPostgres(
-            directory: directory, databaseName: "agent_bench", extraSettings: ["max_connections = 200"], logger: logger)
+            directory: directory, databaseName: "agent_bench", extraSettings: ["max_connections = 200"] + settings, logger: logger)
         let conninfo = try await postgres.startDetached()
         return BenchDatabase(
             conninfo: conninfo, database: Database(configuration: .init(conninfo: conninfo, poolSize: 4), logger: logger),

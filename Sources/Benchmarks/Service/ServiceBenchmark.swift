@@ -46,6 +46,9 @@ struct ServiceBenchmark: AsyncParsableCommand {
     @Option(help: "Database pool size of the service.")
     var poolSize = 8
 
+    @Option(help: "An extra postgresql.conf line for the throwaway cluster, e.g. 'synchronous_commit = off' (repeatable).")
+    var postgresSetting: [String] = []
+
     func run() async throws {
         let wanted = levels.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         let largest = wanted.max() ?? 1
@@ -53,7 +56,8 @@ struct ServiceBenchmark: AsyncParsableCommand {
         print("# agent-bench service: levels \(wanted), \(turnsPerThread) turn(s)/thread, \(deltas) deltas × \(intervalMs) ms, first delta after \(firstMs) ms")
         print("# machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB; open-file limit raised to \(limit)")
 
-        let database = try await BenchDatabase.start()
+        let database = try await BenchDatabase.start(settings: postgresSetting)
+        if !postgresSetting.isEmpty { print("# postgres settings: \(postgresSetting.joined(separator: ", "))") }
         defer { database.stop() }
         let stub = try ChildProcess.start(
             executable: benchBinary ?? CommandLine.arguments[0],
@@ -77,6 +81,9 @@ struct ServiceBenchmark: AsyncParsableCommand {
 
         let repository = ThreadRepository(database: database.database)
 
+        // Warm up: the service opens its database connections and the first upstream connections lazily.
+        _ = try await runLevel(min(20, largest), group: group, port: service.port)
+        var breakdowns: [String] = []
         print("")
         print(
             "| streams | added TTFC p50 / p90 / p99 / max (ms) | added delta gap p50 / p99 (ms) | turns/s | errors | service CPU s / 1k turns | service peak RSS (MiB) | DB round trips / turn | persisted exact |")
@@ -95,8 +102,11 @@ struct ServiceBenchmark: AsyncParsableCommand {
                 peakRSS: serviceStats.peakRSS(), roundTrips: after.roundTrips - before.roundTrips,
                 repository: repository)
             print(report.row)
+            breakdowns.append(report.breakdown)
             if !report.errors.isEmpty { print("#   errors at \(level): \(report.errors)") }
         }
+        print("")
+        for line in breakdowns { print(line) }
         service.terminate()
         stub.terminate()
         try await group.shutdownGracefully()
@@ -141,6 +151,7 @@ struct ServiceBenchmark: AsyncParsableCommand {
 /// One table row.
 struct LevelReport {
     var row: String
+    var breakdown: String
     var errors: [String: Int]
 
     init(
@@ -148,6 +159,8 @@ struct LevelReport {
         repository: ThreadRepository
     ) async throws {
         var added: [Double] = []
+        var beforeClaude: [Double] = []
+        var relayFirst: [Double] = []
         var gaps: [Double] = []
         var errors: [String: Int] = [:]
         var completed = 0
@@ -161,6 +174,10 @@ struct LevelReport {
                 let client = Double(first - result.requestSent)
                 let stub = Double(stamp) - Double(received)
                 added.append((client - stub) / 1e6)
+                // Where the added time goes: before the request reaches Claude (validation, begin-turn, curl), and
+                // from the first delta leaving the stub to its arrival at the client (the relay).
+                beforeClaude.append((Double(received) - Double(result.requestSent)) / 1e6)
+                relayFirst.append((Double(first) - Double(stamp)) / 1e6)
             }
             gaps += result.deltaDelays.map { Double($0) / 1e6 }
         }
@@ -174,6 +191,8 @@ struct LevelReport {
             if turn?.status == .completed && turn?.reply == result.text { exact += 1 } else { mismatched += 1 }
         }
         let ttfc = Percentiles(added)
+        let pre = Percentiles(beforeClaude)
+        let relay = Percentiles(relayFirst)
         let gap = Percentiles(gaps)
         let f = { (value: Double) in String(format: "%.2f", value) }
         let errorText = errors.isEmpty ? "0" : "\(errors.values.reduce(0, +))"
@@ -182,6 +201,8 @@ struct LevelReport {
         row =
             "| \(level) | \(f(ttfc.value(50))) / \(f(ttfc.value(90))) / \(f(ttfc.value(99))) / \(f(ttfc.max)) | \(f(gap.value(50))) / \(f(gap.value(99))) | \(String(format: "%.0f", Double(completed) / elapsed)) | \(errorText) | \(String(format: "%.2f", perThousand)) | \(peakRSS >> 20) | \(String(format: "%.2f", trips)) | \(exact)/\(completed)\(mismatched > 0 ? " (\(mismatched) differ)" : "") |"
         self.errors = errors
+        breakdown =
+            "#   \(level): added TTFC = before Claude p50 \(f(pre.value(50))) / p99 \(f(pre.value(99))) ms + relay of the first delta p50 \(f(relay.value(50))) / p99 \(f(relay.value(99))) ms"
     }
 }
 

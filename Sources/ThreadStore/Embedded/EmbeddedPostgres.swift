@@ -168,7 +168,10 @@ public struct EmbeddedPostgres: Sendable {
     /// The server log's last line, which names the reason a start failed (e.g. a port or permission problem).
     private func lastLogLine() -> String? {
         guard let text = try? String(contentsOfFile: logFile, encoding: .utf8) else { return nil }
-        return text.split(separator: "\n").last.map { String($0.suffix(300)) }
+        let lines = text.split(separator: "\n")
+        // The reason is usually a FATAL line just before the shutdown lines.
+        let reason = lines.last { $0.contains("FATAL") || $0.contains("PANIC") } ?? lines.last
+        return reason.map { String($0.suffix(300)) }
     }
 
     private func failure(_ message: String, detail: String? = nil) -> StoreError {

@@ -46,13 +46,16 @@ public struct Turn: Sendable, Hashable, Codable {
     public var latencyMs: Int?
     public var finishedAt: Date?
     public var idempotencyKey: String?
+    /// The user's IANA time zone when the question was asked, if the client sent one.
+    public var userTimeZone: String?
 
     public init(
         id: UUID, userID: UUID, threadID: String, seq: Int, question: String, reply: String? = nil,
         status: TurnStatus, error: String? = nil, model: String? = nil, stopReason: String? = nil,
         usage: TokenUsage = TokenUsage(), startedAt: Date, firstTokenMs: Int? = nil, latencyMs: Int? = nil,
-        finishedAt: Date? = nil, idempotencyKey: String? = nil
+        finishedAt: Date? = nil, idempotencyKey: String? = nil, userTimeZone: String? = nil
     ) {
+        self.userTimeZone = userTimeZone
         self.id = id
         self.userID = userID
         self.threadID = threadID
@@ -101,11 +104,14 @@ public struct BeginTurnRequest: Sendable {
     public var historyLimit: Int
     /// How long the turn holds the thread before another begin may mark it interrupted; renew it while streaming.
     public var lease: Duration
+    /// The user's IANA time zone, stored with the turn (shown by `replay`).
+    public var userTimeZone: String?
 
     public init(
         userID: UUID, threadID: String, question: String, idempotencyKey: String? = nil, historyLimit: Int = 50,
-        lease: Duration = .seconds(120)
+        lease: Duration = .seconds(120), userTimeZone: String? = nil
     ) {
+        self.userTimeZone = userTimeZone
         self.userID = userID
         self.threadID = threadID
         self.question = question

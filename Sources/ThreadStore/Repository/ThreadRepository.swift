@@ -19,6 +19,10 @@ public struct ThreadRepository: Sendable {
         try Validation.threadID(request.threadID)
         try StoreError.checkText(request.question, field: "question")
         try Validation.idempotencyKey(request.idempotencyKey)
+        try StoreError.checkText(request.userTimeZone, field: "userTimeZone")
+        if let zone = request.userTimeZone, zone.count > 64 {
+            throw StoreError(.invalidArgument, "userTimeZone is longer than 64 characters")
+        }
         guard request.historyLimit >= 0 else { throw StoreError(.invalidArgument, "historyLimit must not be negative") }
         guard request.lease > .zero else { throw StoreError(.invalidArgument, "lease must be positive") }
 
@@ -51,10 +55,11 @@ public struct ThreadRepository: Sendable {
             """)
         batch.append(
             """
-            INSERT INTO turns (id, user_id, thread_id, seq, question, status, lease_until, idempotency_key)
+            INSERT INTO turns (id, user_id, thread_id, seq, question, status, lease_until, idempotency_key, user_timezone)
             SELECT \(turnID)::uuid, \(user)::uuid, \(thread),
                 (SELECT coalesce(max(seq), 0) + 1 FROM turns WHERE user_id = \(user)::uuid AND thread_id = \(thread)),
-                \(request.question), 'streaming', now() + \(leaseSeconds)::float8 * interval '1 second', \(key)
+                \(request.question), 'streaming', now() + \(leaseSeconds)::float8 * interval '1 second', \(key),
+                \(request.userTimeZone)
             WHERE \(fragment: noDuplicate)
             RETURNING seq
             """)
@@ -332,7 +337,7 @@ enum Rows {
             \(p)id, \(p)user_id, \(p)thread_id, \(p)seq, \(p)question, \(p)reply, \(p)status, \(p)error, \(p)model,
             \(p)stop_reason, \(p)input_tokens, \(p)output_tokens, \(p)cache_creation_input_tokens,
             \(p)cache_read_input_tokens, extract(epoch FROM \(p)started_at)::text, \(p)first_token_ms, \(p)latency_ms,
-            extract(epoch FROM \(p)finished_at)::text, \(p)idempotency_key
+            extract(epoch FROM \(p)finished_at)::text, \(p)idempotency_key, \(p)user_timezone
             """
     }
 
@@ -351,6 +356,6 @@ enum Rows {
                 cacheReadInputTokens: int(13) ?? 0),
             startedAt: Date(timeIntervalSince1970: started), firstTokenMs: int(15), latencyMs: int(16),
             finishedAt: row[17].flatMap { Double($0) }.map { Date(timeIntervalSince1970: $0) },
-            idempotencyKey: row[18])
+            idempotencyKey: row[18], userTimeZone: row[19])
     }
 }
