@@ -40,7 +40,9 @@ final class AgentRuntime: Sendable {
         } else {
             var stubConfiguration = StubConfiguration()
             stubConfiguration.deltaInterval = .milliseconds(configuration.offlineStubDeltaIntervalMs)
-            let offline = ClaudeStub(configuration: stubConfiguration, logger: logger)
+            var stubLogger = logger
+            stubLogger.logLevel = max(logger.logLevel, .warning)
+            let offline = ClaudeStub(configuration: stubConfiguration, logger: stubLogger)
             try await offline.start(host: "127.0.0.1", port: 0)
             stub = offline
             claudeConfiguration = ClaudeConfiguration(apiKey: "offline-stub", baseURL: offline.baseURL)

@@ -78,14 +78,7 @@ struct APIError: HTTPResponseError, Sendable {
 /// Builds JSON responses.
 enum JSONResponse {
     static func make(status: HTTPResponse.Status = .ok, object: Any) -> Response {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return make(status: status, data: data)
-    }
-
-    static func make<T: Encodable>(status: HTTPResponse.Status = .ok, encodable: T) -> Response {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        let data = (try? encoder.encode(encodable)) ?? Data("{}".utf8)
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
         return make(status: status, data: data)
     }
 
