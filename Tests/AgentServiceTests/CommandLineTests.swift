@@ -65,25 +65,9 @@ struct CommandRun {
 
 @Suite("Command line: chat, replay, threads", .serialized, .timeLimit(.minutes(3)))
 struct CommandLineTests {
-    struct Fixture {
-        let conninfo: String
-        let database: Database
-        let stub: ClaudeStub
-        var environment: [String: String] {
-            ["DATABASE_URL": conninfo, "ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": stub.baseURL]
-        }
-
-        static func make() async throws -> Fixture {
-            let (conninfo, database) = try await TestPostgres.freshDatabase()
-            let stub = ClaudeStub(logger: .quiet)
-            try await stub.start(host: "127.0.0.1", port: 0)
-            return Fixture(conninfo: conninfo, database: database, stub: stub)
-        }
-    }
-
     @Test("piped chat streams replies, stores every turn, and exits 0 at end of input; replay shows them")
     func chatThenReplay() async throws {
-        let fixture = try await Fixture.make()
+        let fixture = try await BinaryFixture.make()
         let user = UUID()
         let chat = try await CommandRun.run(
             ["chat", "--user", user.uuidString, "--thread", "cli-1", "--timezone", "Asia/Tokyo"],
@@ -144,7 +128,7 @@ struct CommandLineTests {
 
     @Test("replay of a missing or foreign thread prints one line and exits 1; a malformed UUID exits 64")
     func replayErrors() async throws {
-        let fixture = try await Fixture.make()
+        let fixture = try await BinaryFixture.make()
         let owner = UUID()
         _ = try await CommandRun.run(
             ["chat", "--user", owner.uuidString, "--thread", "mine"], environment: fixture.environment, stdin: "hello\n")
@@ -166,7 +150,7 @@ struct CommandLineTests {
 
     @Test("replay --rerun sends the questions again into a new thread and prints a comparison")
     func rerun() async throws {
-        let fixture = try await Fixture.make()
+        let fixture = try await BinaryFixture.make()
         let user = UUID()
         _ = try await CommandRun.run(
             ["chat", "--user", user.uuidString, "--thread", "orig"], environment: fixture.environment,

@@ -128,3 +128,31 @@ func onThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async thr
         Thread { continuation.resume(with: Result { try work() }) }.start()
     }
 }
+
+/// A fresh database and a Claude stub for running the real binary, with the environment that points it at them.
+struct BinaryFixture {
+    let conninfo: String
+    let database: Database
+    let stub: ClaudeStub
+
+    var repository: ThreadRepository { ThreadRepository(database: database) }
+
+    var environment: [String: String] {
+        ["DATABASE_URL": conninfo, "ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": stub.baseURL]
+    }
+
+    static func make() async throws -> BinaryFixture {
+        let (conninfo, database) = try await TestPostgres.freshDatabase()
+        let stub = ClaudeStub(logger: .quiet)
+        try await stub.start(host: "127.0.0.1", port: 0)
+        return BinaryFixture(conninfo: conninfo, database: database, stub: stub)
+    }
+
+    /// Starts `agent-service serve` against this fixture.
+    func serve(graceSeconds: Int) async throws -> ServiceProcess {
+        try await ServiceProcess.start(
+            environment: environment.merging([
+                "PORT": "0", "LOG_LEVEL": "notice", "SHUTDOWN_GRACE_SECONDS": "\(graceSeconds)",
+            ]) { $1 })
+    }
+}

@@ -79,14 +79,9 @@ struct ServiceProcess {
 struct ShutdownTests {
     @Test("SIGTERM during 20 in-flight streams: all complete and are persisted, and the process exits 0")
     func sigtermDrainsInFlightStreams() async throws {
-        let (conninfo, database) = try await TestPostgres.freshDatabase()
-        let repository = ThreadRepository(database: database)
-        let stub = ClaudeStub(logger: .quiet)
-        try await stub.start(host: "127.0.0.1", port: 0)
-        let service = try await ServiceProcess.start(environment: [
-            "DATABASE_URL": conninfo, "ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": stub.baseURL,
-            "PORT": "0", "LOG_LEVEL": "notice", "SHUTDOWN_GRACE_SECONDS": "20",
-        ])
+        let fixture = try await BinaryFixture.make()
+        let repository = fixture.repository
+        let service = try await fixture.serve(graceSeconds: 20)
         let user = UUID()
         var streams: [EventStream] = []
         for index in 0..<20 {
@@ -124,19 +119,14 @@ struct ShutdownTests {
             #expect(turns?.first?.status == .completed)
             #expect(turns?.first?.reply == collected[index].compactMap(\.chunk).joined())
         }
-        await stub.stop()
+        await fixture.stub.stop()
     }
 
     @Test("when the grace period runs out, unfinished turns are stored as interrupted with their partial text")
     func graceExpiryInterrupts() async throws {
-        let (conninfo, database) = try await TestPostgres.freshDatabase()
-        let repository = ThreadRepository(database: database)
-        let stub = ClaudeStub(logger: .quiet)
-        try await stub.start(host: "127.0.0.1", port: 0)
-        let service = try await ServiceProcess.start(environment: [
-            "DATABASE_URL": conninfo, "ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": stub.baseURL,
-            "PORT": "0", "LOG_LEVEL": "notice", "SHUTDOWN_GRACE_SECONDS": "1",
-        ])
+        let fixture = try await BinaryFixture.make()
+        let repository = fixture.repository
+        let service = try await fixture.serve(graceSeconds: 1)
         let user = UUID()
         let stream = try await TestHTTP.openEventStream(
             port: service.port, json: ServiceHarness.body("[[stub:slow 100ms x 100]] long one", user: user, thread: "long"))
@@ -157,6 +147,6 @@ struct ShutdownTests {
         let streamed = events.compactMap(\.chunk).joined()
         #expect(!streamed.isEmpty)
         #expect(turn.reply == streamed)
-        await stub.stop()
+        await fixture.stub.stop()
     }
 }
