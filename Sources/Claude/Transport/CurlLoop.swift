@@ -2,11 +2,15 @@ internal import CCurl
 import Foundation
 import Synchronization
 
-/// One libcurl multi handle driven by one dedicated thread.
+/// One libcurl multi handle driven by one dedicated thread through the socket-action API and epoll.
 ///
-/// Other threads only enqueue commands and call `curl_multi_wakeup` (under the same lock that guards the
-/// `running` flag, so a wakeup never touches a cleaned-up multi handle). Every easy/multi call happens on the
-/// loop thread.
+/// libcurl tells the loop which sockets to watch (`CURLMOPT_SOCKETFUNCTION`, kept in an epoll set) and when to
+/// time out (`CURLMOPT_TIMERFUNCTION`); the loop waits in `epoll_wait` and hands only the ready sockets to
+/// `curl_multi_socket_action`, so a wake-up costs O(ready sockets) rather than O(all transfers).
+///
+/// Other threads only enqueue commands and write to an `eventfd` in the same epoll set (under the same lock
+/// that guards the `running` flag, so a wake-up never writes to a closed descriptor). Every easy/multi call
+/// happens on the loop thread.
 final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are confined to the loop thread
     enum Command {
         case add(Transfer)
@@ -38,14 +42,42 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
     let openSockets = Atomic<Int>(0)
     let pauses = Atomic<Int>(0)
     private let exited = DispatchSemaphore(value: 0)
+    /// The epoll set holding curl's sockets and `wakeFD`; closed by the loop thread after `curl_multi_cleanup`.
+    private let epollFD: Int32
+    /// An eventfd written by `enqueue`/`stop`; closed by the loop thread once `running` is false.
+    private let wakeFD: Int32
+    /// When curl next wants `curl_multi_socket_action(CURL_SOCKET_TIMEOUT)`; nil: no timer. Loop thread only.
+    private var timerDeadline: ContinuousClock.Instant?
+    private static let watchdogInterval: Duration = .milliseconds(100)
+    private static let maxEvents: Int32 = 1024
 
     init(options: Options) {
         CurlLoop.globalInit
         self.options = options
         multi = curl_multi_init()
+        epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
+        wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+        precondition(epollFD >= 0 && wakeFD >= 0, "epoll_create1/eventfd failed: errno \(errno)")
+        var wakeEvent = epoll_event()
+        wakeEvent.events = EPOLLIN.rawValue
+        wakeEvent.data.fd = wakeFD
+        precondition(epoll_ctl(epollFD, EPOLL_CTL_ADD, wakeFD, &wakeEvent) == 0, "epoll_ctl(eventfd) failed: errno \(errno)")
         _ = ccurl_multi_setopt_long(multi, CURLMOPT_PIPELINING, Int(CURLPIPE_MULTIPLEX))
         _ = ccurl_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, options.maxConnectionsPerHost)
         _ = ccurl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, options.maxConnectionCache)
+        // The loop outlives the multi handle (it is cleaned up at the end of `run`), so unretained is safe.
+        let loopPointer = Unmanaged.passUnretained(self).toOpaque()
+        _ = ccurl_multi_setopt_socket_function(multi) { _, fd, what, user, _ in
+            Unmanaged<CurlLoop>.fromOpaque(user!).takeUnretainedValue().watch(fd, what: what)
+            return 0
+        }
+        _ = ccurl_multi_setopt_pointer(multi, CURLMOPT_SOCKETDATA, loopPointer)
+        _ = ccurl_multi_setopt_timer_function(multi) { _, timeoutMs, user in
+            let loop = Unmanaged<CurlLoop>.fromOpaque(user!).takeUnretainedValue()
+            loop.timerDeadline = timeoutMs < 0 ? nil : .now + .milliseconds(timeoutMs)
+            return 0
+        }
+        _ = ccurl_multi_setopt_pointer(multi, CURLMOPT_TIMERDATA, loopPointer)
         let thread = Thread { [self] in run() }
         thread.name = "curl-multi"
         thread.start()
@@ -60,7 +92,7 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
         let accepted = control.withLock { c -> Bool in
             guard c.running, !c.stopping else { return false }
             c.commands.append(command)
-            curl_multi_wakeup(multi)
+            wake()
             return true
         }
         if !accepted {
@@ -78,7 +110,7 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
         let first = control.withLock { c -> Bool in
             guard c.running, !c.stopping else { return false }
             c.stopping = true
-            curl_multi_wakeup(multi)
+            wake()
             return true
         }
         if first {
@@ -87,10 +119,36 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
         }
     }
 
+    /// Wakes the loop thread. Call only under `control`'s lock while `running` (the fd is closed afterwards).
+    private func wake() {
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)  // EAGAIN (counter saturated) still leaves the loop woken
+    }
+
     // MARK: Loop thread
+
+    /// `CURLMOPT_SOCKETFUNCTION`: mirrors curl's interest in `fd` into the epoll set.
+    private func watch(_ fd: curl_socket_t, what: Int32) {
+        if what == CURL_POLL_REMOVE {
+            // Fails harmlessly (EBADF/ENOENT) if curl already closed the socket, which also drops it from the set.
+            var unused = epoll_event()
+            _ = epoll_ctl(epollFD, EPOLL_CTL_DEL, fd, &unused)
+            return
+        }
+        var event = epoll_event()
+        event.events = (what & CURL_POLL_IN != 0 ? EPOLLIN.rawValue : 0) | (what & CURL_POLL_OUT != 0 ? EPOLLOUT.rawValue : 0)
+        event.data.fd = fd
+        // A descriptor number can be reused after a close, so do not trust our own bookkeeping: modify, else add.
+        if epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, &event) != 0 && errno == ENOENT {
+            _ = epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &event)
+        }
+    }
 
     private func run() {
         var lastWatchdog = ContinuousClock.now
+        let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: Int(Self.maxEvents))
+        defer { events.deallocate() }
+        var running: Int32 = 0
         while true {
             let (commands, stopping) = control.withLock { c in
                 defer { c.commands.removeAll(keepingCapacity: true) }
@@ -98,15 +156,37 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
             }
             for command in commands { handle(command) }
             if stopping { break }
-            var running: Int32 = 0
-            curl_multi_perform(multi, &running)
+
+            // Wait for ready sockets, a command, curl's timer or the watchdog tick, whichever comes first.
+            var now = ContinuousClock.now
+            var wait = max(.zero, lastWatchdog + Self.watchdogInterval - now)
+            if let deadline = timerDeadline { wait = min(wait, max(.zero, deadline - now)) }
+            let ready = epoll_wait(epollFD, events, Self.maxEvents, Int32(Self.millisecondsRoundingUp(wait)))
+            for i in 0..<Int(max(0, ready)) {
+                let fd = events[i].data.fd
+                let flags = events[i].events
+                if fd == wakeFD {
+                    var count: UInt64 = 0
+                    _ = read(wakeFD, &count, 8)
+                    continue
+                }
+                var mask: Int32 = 0
+                if flags & (EPOLLIN.rawValue | EPOLLHUP.rawValue) != 0 { mask |= CURL_CSELECT_IN }
+                if flags & EPOLLOUT.rawValue != 0 { mask |= CURL_CSELECT_OUT }
+                if flags & EPOLLERR.rawValue != 0 { mask |= CURL_CSELECT_ERR }
+                curl_multi_socket_action(multi, fd, mask, &running)
+            }
+            // curl's timer: also how it asks to be driven right after add_handle and after an unpause (0 ms).
+            if let deadline = timerDeadline, ContinuousClock.now >= deadline {
+                timerDeadline = nil
+                curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running)
+            }
             collectCompleted()
-            let now = ContinuousClock.now
-            if now - lastWatchdog >= .milliseconds(100) {
+            now = ContinuousClock.now
+            if now - lastWatchdog >= Self.watchdogInterval {
                 lastWatchdog = now
                 checkStalls(now: now)
             }
-            curl_multi_poll(multi, nil, 0, 100, nil)
         }
         for transfer in Array(transfers.values) {
             remove(transfer, error: HTTPClientError(kind: .shutdown, message: "the HTTP client was shut down"))
@@ -119,7 +199,9 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
         for case .add(let t) in pending {
             t.finish(HTTPClientError(kind: .shutdown, message: "the HTTP client was shut down"))
         }
-        curl_multi_cleanup(multi)
+        curl_multi_cleanup(multi)  // may still call the socket callback, so the epoll set is closed after it
+        close(wakeFD)  // nobody writes to it any more: `running` is false under the lock
+        close(epollFD)
         exited.signal()
     }
 
@@ -291,6 +373,11 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
         let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
         let kind: HTTPClientError.Kind = code == CURLE_OPERATION_TIMEDOUT ? .connectTimeout : .connection
         return HTTPClientError(kind: kind, message: message, curlCode: Int(code.rawValue))
+    }
+
+    static func millisecondsRoundingUp(_ d: Duration) -> Int {
+        let ms = milliseconds(d)
+        return Duration.milliseconds(ms) < d ? ms + 1 : ms
     }
 
     static func milliseconds(_ d: Duration) -> Int {
