@@ -46,6 +46,8 @@ struct AgentAPI: Sendable {
     // MARK: Turns
 
     private func startTurn(_ request: inout Request, context: BasicRequestContext) async throws -> TurnHandle {
+        let arrival = ContinuousClock.now
+        defer { metrics.admitted(after: .now - arrival) }
         let body: ByteBuffer
         do {
             body = try await request.collectBody(upTo: configuration.maxBodyBytes)

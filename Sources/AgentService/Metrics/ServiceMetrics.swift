@@ -11,6 +11,7 @@ final class ServiceMetrics: Sendable {
     private let activeStreams: Gauge
     private let timeToFirstChunk: DurationHistogram
     private let streamDuration: DurationHistogram
+    private let admission: DurationHistogram
     private let inputTokens: Counter
     private let outputTokens: Counter
     private let cacheReadTokens: Counter
@@ -18,7 +19,7 @@ final class ServiceMetrics: Sendable {
     private let active = Atomic<Int>(0)
 
     private static let latencyBuckets: [Duration] = [
-        .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+        .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
         .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2_500), .seconds(5), .seconds(10),
     ]
     private static let durationBuckets: [Duration] = [
@@ -52,6 +53,11 @@ final class ServiceMetrics: Sendable {
                 "stream_duration", unit: "seconds",
                 help: "From the start of a turn's Claude request to the end of its stream."),
             buckets: Self.durationBuckets)
+        admission = registry.makeDurationHistogram(
+            descriptor: Self.name(
+                "turn_admission", unit: "seconds",
+                help: "From a request's arrival to its Claude request being sent: validation and begin-turn."),
+            buckets: Self.latencyBuckets)
         inputTokens = registry.makeCounter(descriptor: Self.tokensName, labels: [("kind", "input")])
         outputTokens = registry.makeCounter(descriptor: Self.tokensName, labels: [("kind", "output")])
         cacheReadTokens = registry.makeCounter(descriptor: Self.tokensName, labels: [("kind", "cache_read")])
@@ -72,6 +78,10 @@ final class ServiceMetrics: Sendable {
     func streamEnded(duration: Duration) {
         activeStreams.set(Double(active.subtract(1, ordering: .relaxed).newValue))
         streamDuration.record(duration)
+    }
+
+    func admitted(after duration: Duration) {
+        admission.record(duration)
     }
 
     func firstChunk(after duration: Duration) {

@@ -76,6 +76,8 @@ struct ServiceBenchmark: AsyncParsableCommand {
             readyPattern: #"listening on http://[^:]+:(\d+)"#)
         defer { service.terminate() }
         let serviceStats = ProcessStats(pid: service.pid)
+        let stubStats = ProcessStats(pid: stub.pid)
+        let selfStats = ProcessStats.current
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
@@ -91,18 +93,26 @@ struct ServiceBenchmark: AsyncParsableCommand {
         for level in wanted {
             let before = try await Metrics.scrape(port: service.port)
             let cpuBefore = serviceStats.cpuSeconds()
+            let otherBefore = (stub: stubStats.cpuSeconds(), client: selfStats.cpuSeconds())
             serviceStats.resetPeak()
             let started = LoadClient.now()
             let results = try await runLevel(level, group: group, port: service.port)
             let elapsed = Double(LoadClient.now() - started) / 1e9
             let cpu = serviceStats.cpuSeconds() - cpuBefore
+            let stubCPU = stubStats.cpuSeconds() - otherBefore.stub
+            let clientCPU = selfStats.cpuSeconds() - otherBefore.client
             let after = try await Metrics.scrape(port: service.port)
             let report = try await LevelReport(
                 level: level, results: results, elapsed: elapsed, serviceCPU: cpu,
                 peakRSS: serviceStats.peakRSS(), roundTrips: after.roundTrips - before.roundTrips,
                 repository: repository)
             print(report.row)
-            breakdowns.append(report.breakdown)
+            breakdowns.append(
+                report.breakdown
+                    + String(
+                        format: "; peak concurrent streams %d; CPU over the level: service %.1f s, stub %.1f s, load client %.1f s, wall %.1f s",
+                        Self.peakConcurrency(results), cpu, stubCPU, clientCPU, elapsed)
+                    + "; inside the service, admission (parse + begin-turn) p50 \(after.admissionPercentile(50, since: before)), p99 \(after.admissionPercentile(99, since: before))")
             if !report.errors.isEmpty { print("#   errors at \(level): \(report.errors)") }
         }
         print("")
@@ -110,6 +120,18 @@ struct ServiceBenchmark: AsyncParsableCommand {
         service.terminate()
         stub.terminate()
         try await group.shutdownGracefully()
+    }
+
+    /// The largest number of streams open at the same moment, from the client's send and finish times.
+    static func peakConcurrency(_ results: [StreamResult]) -> Int {
+        let events = results.flatMap { [($0.requestSent, 1), ($0.finishedAt, -1)] }.sorted { $0.0 < $1.0 || ($0.0 == $1.0 && $0.1 < $1.1) }
+        var open = 0
+        var peak = 0
+        for (_, change) in events {
+            open += change
+            peak = max(peak, open)
+        }
+        return peak
     }
 
     /// Runs `level` concurrent conversations of `turnsPerThread` turns and returns every stream's result.
@@ -210,14 +232,32 @@ struct LevelReport {
 enum Metrics {
     struct Sample {
         var roundTrips: Double
+        /// Cumulative counts of the service's admission histogram, by upper bound in seconds.
+        var admission: [(bound: Double, count: Double)]
+
+        /// The bucket bound under which `p` percent of the admissions since `earlier` fall ("≤ x ms").
+        func admissionPercentile(_ p: Double, since earlier: Sample) -> String {
+            let deltas = zip(admission, earlier.admission).map { ($0.bound, $0.count - $1.count) }
+            guard let total = deltas.last?.1, total > 0 else { return "-" }
+            let bound = deltas.first { $0.1 >= total * p / 100 }?.0 ?? .infinity
+            return bound.isFinite ? "≤ \(String(format: "%g", bound * 1_000)) ms" : "> 10 s"
+        }
     }
 
     static func scrape(port: Int) async throws -> Sample {
         let text = try await HTTPGet.text(port: port, path: "/metrics")
         var trips = 0.0
-        for line in text.split(separator: "\n") where line.hasPrefix("agent_db_round_trips_total") {
-            trips = Double(line.split(separator: " ").last ?? "") ?? 0
+        var admission: [(Double, Double)] = []
+        for line in text.split(separator: "\n") {
+            if line.hasPrefix("agent_db_round_trips_total") {
+                trips = Double(line.split(separator: " ").last ?? "") ?? 0
+            } else if line.hasPrefix("agent_turn_admission_seconds_bucket{le=\""),
+                let open = line.firstIndex(of: "\""), let close = line.firstIndex(of: "}")
+            {
+                let bound = line[line.index(after: open)..<line.index(before: close)]
+                admission.append((Double(bound) ?? .infinity, Double(line.split(separator: " ").last ?? "") ?? 0))
+            }
         }
-        return Sample(roundTrips: trips)
+        return Sample(roundTrips: trips, admission: admission)
     }
 }
