@@ -124,7 +124,12 @@ struct ServiceBenchmark: AsyncParsableCommand {
 
     /// The largest number of streams open at the same moment, from the client's send and finish times.
     static func peakConcurrency(_ results: [StreamResult]) -> Int {
-        let events = results.flatMap { [($0.requestSent, 1), ($0.finishedAt, -1)] }.sorted { $0.0 < $1.0 || ($0.0 == $1.0 && $0.1 < $1.1) }
+        var events: [(time: UInt64, change: Int)] = []
+        for result in results {
+            events.append((result.requestSent, 1))
+            events.append((result.finishedAt, -1))
+        }
+        events.sort { $0.time == $1.time ? $0.change < $1.change : $0.time < $1.time }
         var open = 0
         var peak = 0
         for (_, change) in events {
