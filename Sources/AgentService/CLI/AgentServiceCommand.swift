@@ -7,6 +7,7 @@ struct AgentServiceCommand: AsyncParsableCommand {
         abstract: "Real-time Claude replies with memory: an SSE chat service over Postgres.",
         subcommands: [
             ServeCommand.self, MigrateCommand.self, ChatCommand.self, ReplayCommand.self, ThreadsCommand.self,
+            DatabaseCommand.self,
         ],
         defaultSubcommand: ServeCommand.self
     )
