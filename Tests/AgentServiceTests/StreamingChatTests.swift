@@ -139,4 +139,17 @@ struct StreamingChatTests {
             #expect(service.stub.receivedRequests.count == 1)
         }
     }
+
+    @Test("an idle stream gets `: ping` comments so proxies keep it open")
+    func keepAlivePings() async throws {
+        try await ServiceHarness.run(configure: {
+            $0.pingIntervalSeconds = 1
+            $0.claudeIdleTimeoutSeconds = 10
+        }) { service in
+            let (_, events) = try await service.streamTurn("[[stub:slow 2500ms x 2]] take your time", user: UUID())
+            #expect(events.contains { $0.comment == "ping" }, "no keep-alive during 2.5 s of silence")
+            #expect(events.last?.isDone == true)
+            #expect(events.filter { $0.chunk != nil }.count == 2)
+        }
+    }
 }
