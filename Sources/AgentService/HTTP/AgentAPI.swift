@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
+import Synchronization
 import ThreadStore
 
 /// The HTTP API of DESIGN.md ("HTTP API"), seed-compatible: routes, validation, SSE relay, error mapping.
@@ -248,21 +249,7 @@ struct AgentAPI: Sendable {
     // MARK: Operations
 
     private func health() async -> Response {
-        let database: String
-        do {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await repository.ping() }
-                group.addTask {
-                    try await Task.sleep(for: .seconds(2))
-                    throw CancellationError()
-                }
-                try await group.next()
-                group.cancelAll()
-            }
-            database = "ok"
-        } catch {
-            database = "unavailable"
-        }
+        let database = await Self.within(.seconds(2)) { try await repository.ping() } ? "ok" : "unavailable"
         let status = database == "ok" ? (agent.supervisor.isDraining ? "draining" : "ok") : "degraded"
         return JSONResponse.make(
             status: database == "ok" ? .ok : .serviceUnavailable,
@@ -271,6 +258,37 @@ struct AgentAPI: Sendable {
                 "claude": configuration.usesOfflineStub ? "offline-stub" : "anthropic",
                 "active_streams": agent.supervisor.activeCount,
             ])
+    }
+}
+
+extension AgentAPI {
+    /// Runs `work` and reports whether it succeeded within `limit`.
+    ///
+    /// The work runs in a task of its own and is not awaited past the limit: a database call stuck in the kernel
+    /// (a partitioned network) must not hold the health check hostage.
+    static func within(_ limit: Duration, _ work: @escaping @Sendable () async throws -> Void) async -> Bool {
+        let outcome = Mutex<CheckedContinuation<Bool, Never>?>(nil)
+        return await withCheckedContinuation { continuation in
+            outcome.withLock { $0 = continuation }
+            let finish: @Sendable (Bool) -> Void = { result in
+                outcome.withLock { pending in
+                    pending?.resume(returning: result)
+                    pending = nil
+                }
+            }
+            Task {
+                do {
+                    try await work()
+                    finish(true)
+                } catch {
+                    finish(false)
+                }
+            }
+            Task {
+                try? await Task.sleep(for: limit)
+                finish(false)
+            }
+        }
     }
 }
 
