@@ -91,4 +91,26 @@ struct FailureTests {
             #expect(health.json["database"] as? String == "unavailable")
         }
     }
+
+    @Test("a long reply keeps renewing its lease, so the thread stays busy instead of being taken over")
+    func leaseRenewal() async throws {
+        try await ServiceHarness.run(configure: {
+            $0.leaseSeconds = 3
+            $0.pingIntervalSeconds = 1
+            $0.claudeIdleTimeoutSeconds = 10
+        }) { service in
+            let user = UUID()
+            let long = try await TestHTTP.openEventStream(
+                port: service.port, json: ServiceHarness.body("[[stub:slow 1000ms x 6]] long reply", user: user, thread: "lease"))
+            // Past the original 3 s lease: without renewal this begin would mark the running turn interrupted.
+            try await Task.sleep(for: .milliseconds(4_500))
+            let second = try await TestHTTP.postJSON(
+                port: service.port, path: "/query_stream", json: ServiceHarness.body("me too", user: user, thread: "lease"))
+            #expect(second.status == 409)
+            let events = await long.all()
+            #expect(events.last?.isDone == true)
+            let turns = try await service.repository.turns(userID: user, threadID: "lease", limit: 5, beforeSeq: nil)
+            #expect(turns?.map(\.status) == [.completed])
+        }
+    }
 }

@@ -54,7 +54,7 @@ final class AgentRuntime: Sendable {
         let claude = ClaudeClient(configuration: tuned, logger: logger)
         let repository = ThreadRepository(database: database)
         let metrics = ServiceMetrics()
-        let lease = Duration.seconds(120)
+        let lease = Duration.seconds(configuration.leaseSeconds)
         let supervisor = TurnSupervisor(pingInterval: .seconds(configuration.pingIntervalSeconds), logger: logger) {
             running in
             // Renew the lease of turns streaming for over a third of it. Only long replies get here: a typical

@@ -34,6 +34,8 @@ struct ServiceConfiguration: Sendable {
     /// Rough input budget for history + question (estimated tokens); older turns beyond it are left out.
     var contextBudgetTokens = 150_000
     var shutdownGraceSeconds = 25
+    /// How long a streaming turn holds its thread without renewal; a crashed process's turn is recovered after it.
+    var leaseSeconds = 120
     var pingIntervalSeconds = 15
     /// How long a completed reply's write to the database is retried before the turn is given up.
     var persistRetrySeconds = 30
@@ -98,6 +100,7 @@ struct ServiceConfiguration: Sendable {
         contextBudgetTokens = try Self.integer(
             env, "CONTEXT_BUDGET_TOKENS", default: contextBudgetTokens, range: 1_000...2_000_000)
         shutdownGraceSeconds = try Self.integer(env, "SHUTDOWN_GRACE_SECONDS", default: shutdownGraceSeconds, range: 0...3_600)
+        leaseSeconds = try Self.integer(env, "TURN_LEASE_SECONDS", default: leaseSeconds, range: 10...3_600)
         pingIntervalSeconds = try Self.integer(env, "SSE_PING_SECONDS", default: pingIntervalSeconds, range: 1...300)
         persistRetrySeconds = try Self.integer(env, "PERSIST_RETRY_SECONDS", default: persistRetrySeconds, range: 0...3_600)
         offlineStubDeltaIntervalMs = try Self.integer(
