@@ -88,8 +88,14 @@ struct ClaudeBenchmark: AsyncParsableCommand {
         let cpuPerThousand = events > 0 ? cpu * 1_000_000 / Double(events) : 0
         print("claude: streams=\(streams) deltas=\(deltas) interval=\(intervalMs)ms (stub and client in one process)")
         print("  completed streams: \(completed)/\(streams), text deltas timed: \(delays.count), events: \(events)")
-        print(String(format: "  added delay stub-send -> consumer (µs): p50 %.0f  p99 %.0f  max %.0f", percentile(0.5), percentile(0.99), maxDelay))
-        print(String(format: "  wall %.3f s, CPU %.3f s (user+sys), CPU per 1,000 events %.2f ms", Self.seconds(wall), cpu, cpuPerThousand))
+        print(
+            String(
+                format: "  added delay stub-send -> consumer (µs): p50 %.0f  p99 %.0f  max %.0f", percentile(0.5),
+                percentile(0.99), maxDelay))
+        print(
+            String(
+                format: "  wall %.3f s, CPU %.3f s (user+sys), CPU per 1,000 events %.2f ms", Self.seconds(wall), cpu,
+                cpuPerThousand))
     }
 
     /// The `[ts:…]` send stamp of a delta (the first delta also carries `[rx:…]` before it).
@@ -103,9 +109,9 @@ struct ClaudeBenchmark: AsyncParsableCommand {
     static func cpuSeconds() -> Double {
         var usage = rusage()
         #if os(Linux)
-        getrusage(RUSAGE_SELF.rawValue, &usage)
+            getrusage(RUSAGE_SELF.rawValue, &usage)
         #else
-        getrusage(RUSAGE_SELF, &usage)
+            getrusage(RUSAGE_SELF, &usage)
         #endif
         return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6 + Double(usage.ru_stime.tv_sec)
             + Double(usage.ru_stime.tv_usec) / 1e6

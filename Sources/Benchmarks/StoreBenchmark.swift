@@ -49,7 +49,8 @@ struct StoreBenchmark: AsyncParsableCommand {
         }
         _ = try await Migrator(conninfo: conninfo, logger: logger).run()
         let database = Database(
-            configuration: DatabaseConfiguration(conninfo: conninfo, poolSize: poolSize, applicationName: "agent-bench"),
+            configuration: DatabaseConfiguration(
+                conninfo: conninfo, poolSize: poolSize, applicationName: "agent-bench"),
             logger: logger)
         let repository = ThreadRepository(database: database)
         let user = UUID()
@@ -94,8 +95,12 @@ struct StoreBenchmark: AsyncParsableCommand {
         }
         let turns = Double(max(1, calls))
         print("agent-bench store: \(calls) turns over \(threads) threads, pool \(poolSize), sequential, on \(place)")
-        print("  beginTurn     median \(milliseconds(percentile(begins, 0.5)))  p99 \(milliseconds(percentile(begins, 0.99)))")
-        print("  completeTurn  median \(milliseconds(percentile(completes, 0.5)))  p99 \(milliseconds(percentile(completes, 0.99)))")
+        print(
+            "  beginTurn     median \(milliseconds(percentile(begins, 0.5)))  p99 \(milliseconds(percentile(begins, 0.99)))"
+        )
+        print(
+            "  completeTurn  median \(milliseconds(percentile(completes, 0.5)))  p99 \(milliseconds(percentile(completes, 0.99)))"
+        )
         print(
             String(
                 format: "  round trips per turn: %.2f (beginTurn %.2f, completeTurn %.2f)",

@@ -172,13 +172,20 @@ public final class ClaudeStub: Sendable {
         let requestID = "req_stub_\(requestNumber)"
         switch scenario.behavior {
         case .httpError(let status, let type, let message, let extra, let code):
-            return jsonResponse(status: status, body: StubWire.error(type: type, message: message, requestID: requestID, errorCode: code), requestID: requestID, extra: extra)
+            return jsonResponse(
+                status: status,
+                body: StubWire.error(type: type, message: message, requestID: requestID, errorCode: code),
+                requestID: requestID, extra: extra)
         case .nonJSONError(let status, let text):
             var fields = HTTPFields()
             fields[.contentType] = "text/html"
-            return Response(status: .init(code: status), headers: fields, body: .init(byteBuffer: ByteBuffer(string: text)))
+            return Response(
+                status: .init(code: status), headers: fields, body: .init(byteBuffer: ByteBuffer(string: text)))
         case .failFirst(let n) where failuresSoFar < n:
-            return jsonResponse(status: 529, body: StubWire.error(type: "overloaded_error", message: "Overloaded", requestID: requestID), requestID: requestID, extra: [])
+            return jsonResponse(
+                status: 529,
+                body: StubWire.error(type: "overloaded_error", message: "Overloaded", requestID: requestID),
+                requestID: requestID, extra: [])
         default:
             break
         }
@@ -195,7 +202,8 @@ public final class ClaudeStub: Sendable {
         let pieces = StubWire.pieces(replyText, count: deltaCount)
         if !parsed.stream {
             let stop = scenario.stopReason
-            let json = "{\"id\":\(StubWire.string(messageID)),\"type\":\"message\",\"role\":\"assistant\",\"model\":\(StubWire.string(model)),"
+            let json =
+                "{\"id\":\(StubWire.string(messageID)),\"type\":\"message\",\"role\":\"assistant\",\"model\":\(StubWire.string(model)),"
                 + "\"content\":[{\"type\":\"text\",\"text\":\(StubWire.string(pieces.joined()))}],\"stop_reason\":\(StubWire.string(stop)),"
                 + "\"stop_sequence\":\(scenario.stopSequence.map(StubWire.string) ?? "null"),"
                 + "\"usage\":\(StubWire.usage(input: usage.input, output: pieces.count, cacheCreation: usage.creation, cacheRead: usage.read))}"
@@ -213,11 +221,13 @@ public final class ClaudeStub: Sendable {
         let responseBody = ResponseBody { [self] writer in
             active.add(1, ordering: .relaxed)
             defer { active.subtract(1, ordering: .relaxed) }
-            try await plan.write(to: &writer, holdOpen: {
-                _ = try? await streamRequest.body.consumeWithCancellationOnInboundClose { _ in
-                    try await Task.sleep(for: .seconds(600))
-                }
-            })
+            try await plan.write(
+                to: &writer,
+                holdOpen: {
+                    _ = try? await streamRequest.body.consumeWithCancellationOnInboundClose { _ in
+                        try await Task.sleep(for: .seconds(600))
+                    }
+                })
             try await writer.finish(nil)
         }
         return Response(status: .ok, headers: fields, body: responseBody)

@@ -25,7 +25,9 @@ import Foundation
 enum StubDirective {
     /// Finds a directive in `text`; returns the scenario and the text without the directive.
     static func parse(_ text: String) -> (StubScenario?, String) {
-        guard let open = text.range(of: "[[stub:"), let close = text.range(of: "]]", range: open.upperBound..<text.endIndex) else {
+        guard let open = text.range(of: "[[stub:"),
+            let close = text.range(of: "]]", range: open.upperBound..<text.endIndex)
+        else {
             return (nil, text)
         }
         let command = String(text[open.upperBound..<close.lowerBound]).trimmingSpaces()
@@ -38,9 +40,14 @@ enum StubDirective {
         let scenario: StubScenario?
         switch head {
         case "error":
-            scenario = int(1).map { StubScenario.httpError(status: $0, type: words.count > 2 ? words[2] : nil, message: "stub directive error \($0)") }
+            scenario = int(1).map {
+                StubScenario.httpError(
+                    status: $0, type: words.count > 2 ? words[2] : nil, message: "stub directive error \($0)")
+            }
         case "midstream-error":
-            scenario = int(2).map { StubScenario.midStreamError(afterDeltas: $0, type: words.count > 3 ? words[3] : "overloaded_error") }
+            scenario = int(2).map {
+                StubScenario.midStreamError(afterDeltas: $0, type: words.count > 3 ? words[3] : "overloaded_error")
+            }
         case "truncate":
             scenario = int(2).map { StubScenario.truncate(afterDeltas: $0) }
         case "reset":
@@ -65,10 +72,12 @@ enum StubDirective {
         case "multi-block":
             scenario = .multiBlock
         case "lines":
-            scenario = words.count > 1 ? StubScenario.LineEnding(rawValue: words[1]).map { StubScenario.lineEnding($0) } : nil
+            scenario =
+                words.count > 1 ? StubScenario.LineEnding(rawValue: words[1]).map { StubScenario.lineEnding($0) } : nil
         case "chunks":
             let bounds = words.count > 1 ? words[1].split(separator: "-").compactMap { Int($0) } : []
-            scenario = bounds.count == 2 && bounds[0] >= 1 && bounds[0] <= bounds[1] ? .chunkSize(bounds[0]...bounds[1]) : nil
+            scenario =
+                bounds.count == 2 && bounds[0] >= 1 && bounds[0] <= bounds[1] ? .chunkSize(bounds[0]...bounds[1]) : nil
         default:
             scenario = nil
         }

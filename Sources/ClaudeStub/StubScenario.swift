@@ -48,11 +48,16 @@ public struct StubScenario: Sendable {
         status: Int, type: String? = nil, message: String = "stub error", headers: [(String, String)] = [],
         errorCode: String? = nil
     ) -> StubScenario {
-        StubScenario(.httpError(status: status, type: type ?? defaultErrorType(status), message: message, headers: headers, errorCode: errorCode))
+        StubScenario(
+            .httpError(
+                status: status, type: type ?? defaultErrorType(status), message: message, headers: headers,
+                errorCode: errorCode))
     }
 
     /// A non-JSON error response (like a proxy's HTML 413).
-    public static func nonJSONError(status: Int, body: String) -> StubScenario { StubScenario(.nonJSONError(status: status, body: body)) }
+    public static func nonJSONError(status: Int, body: String) -> StubScenario {
+        StubScenario(.nonJSONError(status: status, body: body))
+    }
 
     /// A 200 stream that sends `event: error` after N text deltas and ends.
     public static func midStreamError(afterDeltas: Int, type: String = "overloaded_error") -> StubScenario {
@@ -63,7 +68,9 @@ public struct StubScenario: Sendable {
     public static func truncate(afterDeltas: Int) -> StubScenario { StubScenario(.truncate(afterDeltas: afterDeltas)) }
 
     /// A 200 stream whose connection is closed abruptly after N text deltas.
-    public static func truncateByReset(afterDeltas: Int) -> StubScenario { StubScenario(.truncateByReset(afterDeltas: afterDeltas)) }
+    public static func truncateByReset(afterDeltas: Int) -> StubScenario {
+        StubScenario(.truncateByReset(afterDeltas: afterDeltas))
+    }
 
     /// A 200 stream that goes silent after N text deltas (until the client gives up).
     public static func stall(afterDeltas: Int) -> StubScenario { StubScenario(.stall(afterDeltas: afterDeltas)) }
@@ -111,7 +118,9 @@ public struct StubScenario: Sendable {
     }
 
     /// Overrides pacing.
-    public func paced(firstDeltaDelay: Duration? = nil, deltaInterval: Duration? = nil, deltaCount: Int? = nil) -> StubScenario {
+    public func paced(firstDeltaDelay: Duration? = nil, deltaInterval: Duration? = nil, deltaCount: Int? = nil)
+        -> StubScenario
+    {
         with {
             $0.firstDeltaDelay = firstDeltaDelay ?? $0.firstDeltaDelay
             $0.deltaInterval = deltaInterval ?? $0.deltaInterval

@@ -17,7 +17,8 @@ struct StreamPlan: Sendable {
 
     func write(to writer: inout any ResponseBodyWriter, holdOpen: @Sendable () async -> Void) async throws {
         let wire = StubWire(
-            lineEnding: scenario.lineEnding, padJSON: scenario.padJSON ?? configuration.padJSON, comments: scenario.comments
+            lineEnding: scenario.lineEnding, padJSON: scenario.padJSON ?? configuration.padJSON,
+            comments: scenario.comments
         )
         let firstDelay = scenario.firstDeltaDelay ?? configuration.firstDeltaDelay
         let interval = scenario.deltaInterval ?? configuration.deltaInterval
@@ -38,16 +39,23 @@ struct StreamPlan: Sendable {
             }
         }
 
-        let startUsage = StubWire.usage(input: usage.input, output: 1, cacheCreation: usage.creation, cacheRead: usage.read)
+        let startUsage = StubWire.usage(
+            input: usage.input, output: 1, cacheCreation: usage.creation, cacheRead: usage.read)
         try await send("message_start", StubWire.messageStart(id: messageID, model: model, usage: startUsage))
 
         var textIndex = 0
         var stopReason = scenario.stopReason
         if case .multiBlock = scenario.behavior {
-            try await send("content_block_start", StubWire.blockStart(0, "{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}"))
-            try await send("content_block_delta", StubWire.delta(0, "{\"type\":\"thinking_delta\",\"thinking\":\"Let me think\"}"))
-            try await send("content_block_delta", StubWire.delta(0, "{\"type\":\"thinking_delta\",\"thinking\":\" about it.\"}"))
-            try await send("content_block_delta", StubWire.delta(0, "{\"type\":\"signature_delta\",\"signature\":\"c2lnbmF0dXJl\"}"))
+            try await send(
+                "content_block_start",
+                StubWire.blockStart(0, "{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}"))
+            try await send(
+                "content_block_delta", StubWire.delta(0, "{\"type\":\"thinking_delta\",\"thinking\":\"Let me think\"}"))
+            try await send(
+                "content_block_delta", StubWire.delta(0, "{\"type\":\"thinking_delta\",\"thinking\":\" about it.\"}"))
+            try await send(
+                "content_block_delta",
+                StubWire.delta(0, "{\"type\":\"signature_delta\",\"signature\":\"c2lnbmF0dXJl\"}"))
             try await send("content_block_stop", StubWire.blockStop(0))
             textIndex = 1
             stopReason = "tool_use"
@@ -82,14 +90,22 @@ struct StreamPlan: Sendable {
         }
         try await send("content_block_stop", StubWire.blockStop(textIndex))
         if case .multiBlock = scenario.behavior {
-            try await send("content_block_start", StubWire.blockStart(2, "{\"type\":\"tool_use\",\"id\":\"toolu_stub\",\"name\":\"lookup\",\"input\":{}}"))
+            try await send(
+                "content_block_start",
+                StubWire.blockStart(2, "{\"type\":\"tool_use\",\"id\":\"toolu_stub\",\"name\":\"lookup\",\"input\":{}}")
+            )
             for part in ["", "{\\\"query\\\": ", "\\\"stub\\\"}"] {
-                try await send("content_block_delta", StubWire.delta(2, "{\"type\":\"input_json_delta\",\"partial_json\":\"\(part)\"}"))
+                try await send(
+                    "content_block_delta",
+                    StubWire.delta(2, "{\"type\":\"input_json_delta\",\"partial_json\":\"\(part)\"}"))
             }
             try await send("content_block_stop", StubWire.blockStop(2))
         }
-        let endUsage = StubWire.usage(input: usage.input, output: pieces.count, cacheCreation: usage.creation, cacheRead: usage.read)
-        try await send("message_delta", StubWire.messageDelta(stopReason: stopReason, stopSequence: scenario.stopSequence, usage: endUsage))
+        let endUsage = StubWire.usage(
+            input: usage.input, output: pieces.count, cacheCreation: usage.creation, cacheRead: usage.read)
+        try await send(
+            "message_delta",
+            StubWire.messageDelta(stopReason: stopReason, stopSequence: scenario.stopSequence, usage: endUsage))
         try await send("message_stop", StubWire.messageStop)
         if case .holdOpenAfterStop = scenario.behavior {
             await holdOpen()

@@ -77,7 +77,8 @@ struct StubWire {
     static func error(type: String, message: String, requestID: String?, errorCode: String? = nil) -> String {
         let details = errorCode.map { ",\"details\":{\"error_code\":\(string($0))}" } ?? ""
         let rid = requestID.map { ",\"request_id\":\(string($0))" } ?? ""
-        return "{\"type\":\"error\",\"error\":{\"type\":\(string(type)),\"message\":\(string(message))\(details)}\(rid)}"
+        return
+            "{\"type\":\"error\",\"error\":{\"type\":\(string(type)),\"message\":\(string(message))\(details)}\(rid)}"
     }
 
     /// Splits text into words, each carrying the whitespace before it, so the pieces concatenate to the text.

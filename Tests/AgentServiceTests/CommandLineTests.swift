@@ -18,7 +18,9 @@ struct CommandRun {
     var started: ContinuousClock.Instant
     var ended: ContinuousClock.Instant
 
-    static func run(_ arguments: [String], environment: [String: String], stdin: String? = nil) async throws -> CommandRun {
+    static func run(_ arguments: [String], environment: [String: String], stdin: String? = nil) async throws
+        -> CommandRun
+    {
         let process = Process()
         process.executableURL = ServiceProcess.binary
         process.arguments = arguments
@@ -103,7 +105,8 @@ struct CommandLineTests {
             #expect(item["user_timezone"] as? String == "Asia/Tokyo")
         }
 
-        let text = try await CommandRun.run(["replay", "cli-1", "--user", user.uuidString], environment: fixture.environment)
+        let text = try await CommandRun.run(
+            ["replay", "cli-1", "--user", user.uuidString], environment: fixture.environment)
         #expect(text.status == 0)
         #expect(!text.stdout.contains("\u{1B}["), "piped text output has no escape codes")
         #expect(text.stdout.contains("You: first question") || text.stdout.contains("first question"))
@@ -131,7 +134,8 @@ struct CommandLineTests {
         let fixture = try await BinaryFixture.make()
         let owner = UUID()
         _ = try await CommandRun.run(
-            ["chat", "--user", owner.uuidString, "--thread", "mine"], environment: fixture.environment, stdin: "hello\n")
+            ["chat", "--user", owner.uuidString, "--thread", "mine"], environment: fixture.environment, stdin: "hello\n"
+        )
         let missing = try await CommandRun.run(
             ["replay", "nope", "--user", owner.uuidString], environment: fixture.environment)
         #expect(missing.status == 1)
@@ -164,7 +168,8 @@ struct CommandLineTests {
         let threads = try await repository.listThreads(userID: user, limit: 10, before: nil)
         let newThread = try #require(threads.first { $0.id.hasPrefix("orig-rerun-") })
         #expect(rerun.stdout.contains(newThread.id))
-        let turns = try #require(try await repository.turns(userID: user, threadID: newThread.id, limit: 10, beforeSeq: nil))
+        let turns = try #require(
+            try await repository.turns(userID: user, threadID: newThread.id, limit: 10, beforeSeq: nil))
         #expect(turns.map(\.question) == ["one", "two"])
         #expect(turns.allSatisfy { $0.status == .completed && !($0.reply ?? "").isEmpty })
         #expect(fixture.stub.receivedRequests.last?.model == "claude-test-model")

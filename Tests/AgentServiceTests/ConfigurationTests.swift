@@ -37,11 +37,13 @@ struct ConfigurationTests {
         #expect(configuration.shutdownGraceSeconds == 25)
     }
 
-    @Test("each bad value is refused with a message naming the variable", arguments: [
-        ("PORT", "eighty"), ("PORT", "70000"), ("LOG_LEVEL", "loud"), ("CLAUDE_MAX_TOKENS", "0"),
-        ("CORS_ALLOWED_ORIGINS", "not a url"), ("ANTHROPIC_BASE_URL", "ftp://x"), ("SHUTDOWN_GRACE_SECONDS", "-1"),
-        ("AUTO_MIGRATE", "maybe"), ("SYSTEM_PROMPT_FILE", "/nonexistent/prompt.txt"),
-    ])
+    @Test(
+        "each bad value is refused with a message naming the variable",
+        arguments: [
+            ("PORT", "eighty"), ("PORT", "70000"), ("LOG_LEVEL", "loud"), ("CLAUDE_MAX_TOKENS", "0"),
+            ("CORS_ALLOWED_ORIGINS", "not a url"), ("ANTHROPIC_BASE_URL", "ftp://x"), ("SHUTDOWN_GRACE_SECONDS", "-1"),
+            ("AUTO_MIGRATE", "maybe"), ("SYSTEM_PROMPT_FILE", "/nonexistent/prompt.txt"),
+        ])
     func badValues(key: String, value: String) {
         do {
             _ = try ServiceConfiguration(environment: AppEnvironment(values: [key: value]))

@@ -20,8 +20,11 @@ struct FailureTests {
         Case(directive: "[[stub:fail-first 2 then ok]]", expectDone: true),
         Case(directive: "[[stub:error 529]]", expectDone: false, errorType: "overloaded_error", partialWords: 0),
         Case(directive: "[[stub:error 400]]", expectDone: false, errorType: "invalid_request_error", partialWords: 0),
-        Case(directive: "[[stub:midstream-error after 2]]", expectDone: false, errorType: "overloaded_error", partialWords: 2),
-        Case(directive: "[[stub:truncate after 3]]", expectDone: false, errorType: "upstream_truncated", partialWords: 3),
+        Case(
+            directive: "[[stub:midstream-error after 2]]", expectDone: false, errorType: "overloaded_error",
+            partialWords: 2),
+        Case(
+            directive: "[[stub:truncate after 3]]", expectDone: false, errorType: "upstream_truncated", partialWords: 3),
         Case(directive: "[[stub:stall after 1]]", expectDone: false, errorType: "upstream_stalled", partialWords: 1),
         Case(directive: "[[stub:hold-open]]", expectDone: true),
     ]
@@ -65,7 +68,8 @@ struct FailureTests {
         try await ServiceHarness.run { service in
             let user = UUID()
             let first = try await TestHTTP.openEventStream(
-                port: service.port, json: ServiceHarness.body("[[stub:slow 100ms x 10]] first", user: user, thread: "busy"))
+                port: service.port,
+                json: ServiceHarness.body("[[stub:slow 100ms x 10]] first", user: user, thread: "busy"))
             #expect(first.status == 200)
             let second = try await TestHTTP.postJSON(
                 port: service.port, path: "/query_stream",
@@ -101,11 +105,13 @@ struct FailureTests {
         }) { service in
             let user = UUID()
             let long = try await TestHTTP.openEventStream(
-                port: service.port, json: ServiceHarness.body("[[stub:slow 1000ms x 6]] long reply", user: user, thread: "lease"))
+                port: service.port,
+                json: ServiceHarness.body("[[stub:slow 1000ms x 6]] long reply", user: user, thread: "lease"))
             // Past the original 3 s lease: without renewal this begin would mark the running turn interrupted.
             try await Task.sleep(for: .milliseconds(4_500))
             let second = try await TestHTTP.postJSON(
-                port: service.port, path: "/query_stream", json: ServiceHarness.body("me too", user: user, thread: "lease"))
+                port: service.port, path: "/query_stream",
+                json: ServiceHarness.body("me too", user: user, thread: "lease"))
             #expect(second.status == 409)
             let events = await long.all()
             #expect(events.last?.isDone == true)

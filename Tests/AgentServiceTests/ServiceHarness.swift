@@ -24,7 +24,11 @@ struct ServiceHarness: Sendable {
         configure: (inout ServiceConfiguration) -> Void = { _ in }
     ) async throws -> ServiceHarness {
         let (conninfo, database): (String, Database)
-        if let given { (conninfo, database) = given } else { (conninfo, database) = try await TestPostgres.freshDatabase() }
+        if let given {
+            (conninfo, database) = given
+        } else {
+            (conninfo, database) = try await TestPostgres.freshDatabase()
+        }
         let stub = ClaudeStub(configuration: stubConfiguration, logger: .quiet)
         try await stub.start(host: "127.0.0.1", port: 0)
         var configuration = ServiceConfiguration()

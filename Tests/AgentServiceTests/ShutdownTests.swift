@@ -88,7 +88,8 @@ struct ShutdownTests {
             streams.append(
                 try await TestHTTP.openEventStream(
                     port: service.port,
-                    json: ServiceHarness.body("[[stub:slow 100ms x 20]] stream \(index)", user: user, thread: "s\(index)")))
+                    json: ServiceHarness.body(
+                        "[[stub:slow 100ms x 20]] stream \(index)", user: user, thread: "s\(index)")))
         }
         // Everyone is streaming before the signal arrives.
         var iterators = streams.map { $0.stream.makeAsyncIterator() }
@@ -129,7 +130,8 @@ struct ShutdownTests {
         let service = try await fixture.serve(graceSeconds: 1)
         let user = UUID()
         let stream = try await TestHTTP.openEventStream(
-            port: service.port, json: ServiceHarness.body("[[stub:slow 100ms x 100]] long one", user: user, thread: "long"))
+            port: service.port,
+            json: ServiceHarness.body("[[stub:slow 100ms x 100]] long one", user: user, thread: "long"))
         let turnID = try #require(stream.headers["x-turn-id"].flatMap(UUID.init(uuidString:)))
         var iterator = stream.stream.makeAsyncIterator()
         var events: [ReceivedEvent] = []

@@ -57,7 +57,8 @@ struct StreamingChatTests {
             #expect(request.messages.dropFirst().first?.text == firstReply)
             #expect(request.messages.last?.text.contains("What is my name?") == true)
 
-            let turns = try #require(try await service.repository.turns(userID: user, threadID: "memory-1", limit: 10, beforeSeq: nil))
+            let turns = try #require(
+                try await service.repository.turns(userID: user, threadID: "memory-1", limit: 10, beforeSeq: nil))
             #expect(turns.map(\.question) == ["My name is Ada. Remember it.", "What is my name?"])
             #expect(turns.map(\.seq) == [1, 2])
             #expect(turns.allSatisfy { $0.status == .completed })
@@ -127,8 +128,10 @@ struct StreamingChatTests {
         try await ServiceHarness.run { service in
             let user = UUID()
             let key = "retry-\(UUID())"
-            let first = try await service.streamTurn("only once", user: user, thread: "idem", headers: ["Idempotency-Key": key])
-            let second = try await service.streamTurn("only once", user: user, thread: "idem", headers: ["Idempotency-Key": key])
+            let first = try await service.streamTurn(
+                "only once", user: user, thread: "idem", headers: ["Idempotency-Key": key])
+            let second = try await service.streamTurn(
+                "only once", user: user, thread: "idem", headers: ["Idempotency-Key": key])
             let firstDone = try #require(first.events.last?.json)
             let secondDone = try #require(second.events.last?.json)
             #expect(firstDone["turn_id"] as? String == secondDone["turn_id"] as? String)

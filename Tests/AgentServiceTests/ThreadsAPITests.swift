@@ -66,13 +66,17 @@ struct ThreadsAPITests {
             let page = try await TestHTTP.request(
                 port: service.port, method: "GET", path: "/threads/pages/messages?user_id=\(user.uuidString)&limit=2")
             let items = try #require(page.json["messages"] as? [[String: Any]])
-            #expect(items.compactMap { $0["role"] as? String == "user" ? $0["content"] as? String : nil } == ["q4", "q5"])
+            #expect(
+                items.compactMap { $0["role"] as? String == "user" ? $0["content"] as? String : nil } == ["q4", "q5"])
             let before = try #require(page.json["next_before"] as? Int)
             let older = try await TestHTTP.request(
                 port: service.port, method: "GET",
                 path: "/threads/pages/messages?user_id=\(user.uuidString)&limit=2&before=\(before)")
             let olderItems = try #require(older.json["messages"] as? [[String: Any]])
-            #expect(olderItems.compactMap { $0["role"] as? String == "user" ? $0["content"] as? String : nil } == ["q2", "q3"])
+            #expect(
+                olderItems.compactMap { $0["role"] as? String == "user" ? $0["content"] as? String : nil } == [
+                    "q2", "q3",
+                ])
         }
     }
 

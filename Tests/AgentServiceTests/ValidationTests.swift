@@ -32,29 +32,44 @@ struct ValidationTests {
             status: 400),
         BadRequest(name: "missing question", body: json(#"{"user_id": "\#(user)"}"#), status: 400, field: "question"),
         BadRequest(name: "missing user_id", body: json(#"{"question": "hi"}"#), status: 400, field: "user_id"),
-        BadRequest(name: "question not a string", body: json(#"{"question": 42, "user_id": "\#(user)"}"#), status: 400, field: "question"),
-        BadRequest(name: "non-UUID user_id", body: json(#"{"question": "hi", "user_id": "alice"}"#), status: 400, field: "user_id"),
+        BadRequest(
+            name: "question not a string", body: json(#"{"question": 42, "user_id": "\#(user)"}"#), status: 400,
+            field: "question"),
+        BadRequest(
+            name: "non-UUID user_id", body: json(#"{"question": "hi", "user_id": "alice"}"#), status: 400,
+            field: "user_id"),
         BadRequest(
             name: "unknown time zone",
-            body: json(#"{"question": "hi", "user_id": "\#(user)", "user_timezone": "Mars/Olympus_Mons"}"#), status: 400,
+            body: json(#"{"question": "hi", "user_id": "\#(user)", "user_timezone": "Mars/Olympus_Mons"}"#),
+            status: 400,
             field: "user_timezone"),
-        BadRequest(name: "empty question", body: json(#"{"question": "", "user_id": "\#(user)"}"#), status: 400, field: "question"),
-        BadRequest(name: "blank question", body: json(#"{"question": "  \n\t ", "user_id": "\#(user)"}"#), status: 400, field: "question"),
+        BadRequest(
+            name: "empty question", body: json(#"{"question": "", "user_id": "\#(user)"}"#), status: 400,
+            field: "question"),
+        BadRequest(
+            name: "blank question", body: json(#"{"question": "  \n\t ", "user_id": "\#(user)"}"#), status: 400,
+            field: "question"),
         BadRequest(
             name: "oversized question",
-            body: json(#"{"question": "\#(String(repeating: "a", count: 40_000))", "user_id": "\#(user)"}"#), status: 400,
+            body: json(#"{"question": "\#(String(repeating: "a", count: 40_000))", "user_id": "\#(user)"}"#),
+            status: 400,
             field: "question"),
-        BadRequest(name: "NUL byte", body: json(#"{"question": "a\u0000b", "user_id": "\#(user)"}"#), status: 400, field: "question"),
+        BadRequest(
+            name: "NUL byte", body: json(#"{"question": "a\u0000b", "user_id": "\#(user)"}"#), status: 400,
+            field: "question"),
         BadRequest(
             name: "oversized body",
-            body: json(#"{"question": "hi", "user_id": "\#(user)", "padding": "\#(String(repeating: "x", count: 300_000))"}"#),
+            body: json(
+                #"{"question": "hi", "user_id": "\#(user)", "padding": "\#(String(repeating: "x", count: 300_000))"}"#),
             status: 413),
         BadRequest(
             name: "over-long thread_id",
-            body: json(#"{"question": "hi", "user_id": "\#(user)", "thread_id": "\#(String(repeating: "t", count: 129))"}"#),
+            body: json(
+                #"{"question": "hi", "user_id": "\#(user)", "thread_id": "\#(String(repeating: "t", count: 129))"}"#),
             status: 400, field: "thread_id"),
         BadRequest(
-            name: "odd thread_id", body: json(#"{"question": "hi", "user_id": "\#(user)", "thread_id": "../etc/passwd"}"#),
+            name: "odd thread_id",
+            body: json(#"{"question": "hi", "user_id": "\#(user)", "thread_id": "../etc/passwd"}"#),
             status: 400, field: "thread_id"),
         BadRequest(
             name: "thread_id not a string", body: json(#"{"question": "hi", "user_id": "\#(user)", "thread_id": 7}"#),

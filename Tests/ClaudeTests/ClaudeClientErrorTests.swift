@@ -9,7 +9,8 @@ import Testing
     func clientErrors() async throws {
         let h = try await StubHarness.start()
         defer { Task { await h.shutdown() } }
-        h.stub.enqueue(.httpError(status: 400, message: "messages: bad"), .httpError(status: 401, message: "invalid x-api-key"))
+        h.stub.enqueue(
+            .httpError(status: 400, message: "messages: bad"), .httpError(status: 401, message: "invalid x-api-key"))
         let (_, e400) = await h.run(userRequest())
         #expect(e400?.kind == .api)
         #expect(e400?.status == 400)
@@ -111,7 +112,9 @@ import Testing
         let url = h.stub.baseURL
         await h.stub.stop()
         defer { h.http.shutdown() }
-        let client = ClaudeClient(configuration: .init(apiKey: "k", baseURL: url, retryDelayScale: 0.01), httpClient: h.http, logger: .init(label: "t"))
+        let client = ClaudeClient(
+            configuration: .init(apiKey: "k", baseURL: url, retryDelayScale: 0.01), httpClient: h.http,
+            logger: .init(label: "t"))
         do {
             for try await _ in client.stream(userRequest()) {}
             Issue.record("expected a failure")
@@ -132,7 +135,8 @@ import Testing
         #expect(!policy.isRetryable(status: 529, headers: ["X-Should-Retry": "false"]))
         #expect(policy.isRetryable(status: 400, headers: ["x-should-retry": "true"]))
         #expect(!policy.isRetryable(status: 429, headers: [:], errorCode: "enforced_spend_limit_reached"))
-        #expect(policy.isRetryable(status: 429, headers: ["retry-after": "5"], errorCode: "enforced_spend_limit_reached"))
+        #expect(
+            policy.isRetryable(status: 429, headers: ["retry-after": "5"], errorCode: "enforced_spend_limit_reached"))
     }
 
     @Test("backoff is 0.5 s doubling, capped at 8 s, minus up to 25 % jitter")
@@ -146,7 +150,9 @@ import Testing
 
     @Test("retry-after-ms wins, then retry-after seconds or HTTP-date, only if 0 < v ≤ 60 s")
     func retryAfter() {
-        #expect(policy.delay(headers: ["retry-after-ms": "250", "retry-after": "3"], retriesSoFar: 0, jitter: 0) == .milliseconds(250))
+        #expect(
+            policy.delay(headers: ["retry-after-ms": "250", "retry-after": "3"], retriesSoFar: 0, jitter: 0)
+                == .milliseconds(250))
         #expect(policy.delay(headers: ["retry-after": "3"], retriesSoFar: 0, jitter: 0) == .seconds(3))
         #expect(policy.delay(headers: ["retry-after": "61"], retriesSoFar: 0, jitter: 0) == .milliseconds(500))
         #expect(policy.delay(headers: ["retry-after": "0"], retriesSoFar: 0, jitter: 0) == .milliseconds(500))
@@ -174,14 +180,18 @@ import Testing
         let request = MessagesRequest(
             model: "m", maxTokens: 1,
             messages: [
-                MessageParam(role: .user, content: [TextBlock("a"), TextBlock("")]), MessageParam(role: .user, text: "b"),
+                MessageParam(role: .user, content: [TextBlock("a"), TextBlock("")]),
+                MessageParam(role: .user, text: "b"),
                 MessageParam(role: .assistant, text: ""), MessageParam(role: .user, text: "c"),
             ]
         )
         let n = try request.normalized()
         #expect(n.messages == [MessageParam(role: .user, content: [TextBlock("a"), TextBlock("b"), TextBlock("c")])])
         #expect(throws: ClaudeError.self) {
-            try MessagesRequest(model: "m", maxTokens: 1, messages: [MessageParam(role: .user, text: "a"), MessageParam(role: .assistant, text: "b")]).normalized()
+            try MessagesRequest(
+                model: "m", maxTokens: 1,
+                messages: [MessageParam(role: .user, text: "a"), MessageParam(role: .assistant, text: "b")]
+            ).normalized()
         }
         #expect(throws: ClaudeError.self) {
             try MessagesRequest(model: "m", maxTokens: 1, messages: [MessageParam(role: .user, text: "")]).normalized()
@@ -191,10 +201,17 @@ import Testing
     @Test("the accumulator overwrites usage from message_delta, never adds")
     func accumulatorUsage() {
         var acc = MessageAccumulator()
-        acc.apply(.messageStart(MessageStart(id: "m", model: "x", usage: Usage(inputTokens: 10, outputTokens: 1, cacheReadInputTokens: 5), requestID: "r", attempts: 1)))
+        acc.apply(
+            .messageStart(
+                MessageStart(
+                    id: "m", model: "x", usage: Usage(inputTokens: 10, outputTokens: 1, cacheReadInputTokens: 5),
+                    requestID: "r", attempts: 1)))
         acc.apply(.contentBlockStart(index: 0, type: "text"))
         acc.apply(.textDelta(index: 0, text: "hi"))
-        acc.apply(.messageDelta(stopReason: "end_turn", stopSequence: nil, usage: Usage(inputTokens: 10, outputTokens: 7, cacheReadInputTokens: 5)))
+        acc.apply(
+            .messageDelta(
+                stopReason: "end_turn", stopSequence: nil,
+                usage: Usage(inputTokens: 10, outputTokens: 7, cacheReadInputTokens: 5)))
         acc.apply(.messageStop)
         #expect(acc.usage == Usage(inputTokens: 10, outputTokens: 7, cacheReadInputTokens: 5))
         #expect(acc.text == "hi")

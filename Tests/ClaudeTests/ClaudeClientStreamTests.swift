@@ -163,7 +163,8 @@ import Testing
     func stopReasons() async throws {
         let h = try await StubHarness.start()
         defer { Task { await h.shutdown() } }
-        h.stub.enqueue(.stopReason("max_tokens"), .stopReason("stop_sequence", stopSequence: "END"), .stopReason("refusal"))
+        h.stub.enqueue(
+            .stopReason("max_tokens"), .stopReason("stop_sequence", stopSequence: "END"), .stopReason("refusal"))
         let a = await h.run(userRequest()).events.accumulated
         let b = await h.run(userRequest()).events.accumulated
         let c = await h.run(userRequest()).events.accumulated
@@ -203,7 +204,8 @@ import Testing
         #expect(received.header("content-type") == "application/json")
         #expect(received.header("accept") == "text/event-stream")
         let names = Set(received.headers.map(\.name))
-        #expect(names.isSubset(of: ["host", "x-api-key", "anthropic-version", "content-type", "accept", "content-length"]))
+        #expect(
+            names.isSubset(of: ["host", "x-api-key", "anthropic-version", "content-type", "accept", "content-length"]))
     }
 
     @Test("a stub directive in the user's text selects the scenario: fail-first 2 then ok retries to success")

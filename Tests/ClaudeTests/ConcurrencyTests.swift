@@ -71,7 +71,9 @@ import Testing
             for i in 0..<1000 {
                 group.addTask {
                     var acc = MessageAccumulator()
-                    for try await event in h.client.stream(userRequest("#\(i) héllo wörld 日本語 🎉 ✓")) { acc.apply(event) }
+                    for try await event in h.client.stream(userRequest("#\(i) héllo wörld 日本語 🎉 ✓")) {
+                        acc.apply(event)
+                    }
                     return (i, acc.text, acc.sawMessageStop)
                 }
             }
@@ -95,7 +97,9 @@ import Testing
         defer { Task { await h.shutdown() } }
         h.stub.enqueue(.httpError(status: 429, headers: [("Retry-After", "7")]))
         let response = try await h.http.execute(
-            HTTPRequest(method: "POST", url: h.stub.baseURL + "/v1/messages", headers: [("content-type", "application/json")], body: Array("{}".utf8))
+            HTTPRequest(
+                method: "POST", url: h.stub.baseURL + "/v1/messages", headers: [("content-type", "application/json")],
+                body: Array("{}".utf8))
         )
         #expect(response.status == 429)
         #expect(response.headers["retry-after"] == "7")
@@ -110,9 +114,12 @@ import Testing
         let h = try await StubHarness.start()
         defer { Task { await h.shutdown() } }
         h.stub.enqueue(.reply("late").paced(firstDeltaDelay: .seconds(2)))
-        let body = Array("{\"model\":\"m\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":true}".utf8)
+        let body = Array(
+            "{\"model\":\"m\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":true}"
+                .utf8)
         let start = ContinuousClock.now
-        let response = try await h.http.execute(HTTPRequest(method: "POST", url: h.stub.baseURL + "/v1/messages", body: body))
+        let response = try await h.http.execute(
+            HTTPRequest(method: "POST", url: h.stub.baseURL + "/v1/messages", body: body))
         #expect(ContinuousClock.now - start < .seconds(1))
         #expect(response.status == 200)
         #expect(response.headers["content-type"] == "text/event-stream; charset=utf-8")
@@ -131,8 +138,11 @@ import Testing
         }
         let text = String(repeating: "wörd ", count: 200_000)
         stub.enqueue(.reply(text))
-        let body = Array("{\"model\":\"m\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":false}".utf8)
-        let response = try await http.execute(HTTPRequest(method: "POST", url: stub.baseURL + "/v1/messages", body: body))
+        let body = Array(
+            "{\"model\":\"m\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":false}"
+                .utf8)
+        let response = try await http.execute(
+            HTTPRequest(method: "POST", url: stub.baseURL + "/v1/messages", body: body))
         var bytes: [UInt8] = []
         var chunks = 0
         for try await chunk in response {
@@ -165,7 +175,8 @@ import Testing
         let h = try await StubHarness.start()
         defer { Task { await h.shutdown() } }
         h.stub.enqueue(.nonJSONError(status: 500, body: String(repeating: "x", count: 10_000)))
-        let response = try await h.http.execute(HTTPRequest(method: "POST", url: h.stub.baseURL + "/v1/messages", body: []))
+        let response = try await h.http.execute(
+            HTTPRequest(method: "POST", url: h.stub.baseURL + "/v1/messages", body: []))
         await #expect(throws: HTTPClientError.self) { try await response.collect(upTo: 100) }
         #expect(await h.eventually { h.http.liveTransferCount == 0 })
     }
@@ -190,8 +201,10 @@ import Testing
         let url = try await withClaudeStub { stub in
             let http = HTTPClient()
             defer { http.shutdown() }
-            let body = Array("{\"model\":\"m\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":\"hi there\"}]}".utf8)
-            let response = try await http.execute(HTTPRequest(method: "POST", url: stub.baseURL + "/v1/messages", body: body))
+            let body = Array(
+                "{\"model\":\"m\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":\"hi there\"}]}".utf8)
+            let response = try await http.execute(
+                HTTPRequest(method: "POST", url: stub.baseURL + "/v1/messages", body: body))
             let text = String(decoding: try await response.collect(upTo: 1 << 20), as: UTF8.self)
             #expect(text.contains("Echo (1 messages): hi there"))
             #expect(stub.receivedRequests.first?.stream == false)
@@ -199,6 +212,8 @@ import Testing
         }
         let http = HTTPClient(configuration: .init(connectTimeout: .seconds(2)))
         defer { http.shutdown() }
-        await #expect(throws: HTTPClientError.self) { _ = try await http.execute(HTTPRequest(url: url + "/v1/messages")) }
+        await #expect(throws: HTTPClientError.self) {
+            _ = try await http.execute(HTTPRequest(url: url + "/v1/messages"))
+        }
     }
 }

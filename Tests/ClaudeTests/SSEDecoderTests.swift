@@ -37,7 +37,8 @@ private func json(_ s: String) -> NSDictionary? {
 
     @Test("PY 3: an event without data is dispatched with empty data in SDK mode, not in WHATWG mode")
     func eventWithoutData() {
-        #expect(decode(["event: ping\n", "\n"], dispatchEventsWithoutData: true) == [SSEEvent(event: "ping", data: "")])
+        #expect(
+            decode(["event: ping\n", "\n"], dispatchEventsWithoutData: true) == [SSEEvent(event: "ping", data: "")])
         #expect(decode(["event: ping\n", "\n"]).isEmpty)
     }
 
@@ -104,7 +105,9 @@ private func json(_ s: String) -> NSDictionary? {
 
     @Test("PY 11: an error event keeps its name and typed body")
     func errorEvent() {
-        let events = decode(["event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n"])
+        let events = decode([
+            "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n"
+        ])
         #expect(events.first?.event == "error")
         #expect(((json(events[0].data)?["error"] as? NSDictionary)?["type"] as? String) == "overloaded_error")
     }
@@ -153,7 +156,9 @@ private func json(_ s: String) -> NSDictionary? {
     func anyChunking() {
         let bytes = Array("foo\n\nbar".utf8)
         for cut in 0...bytes.count {
-            let chunks = [String(decoding: bytes[..<cut], as: UTF8.self), String(decoding: bytes[cut...], as: UTF8.self)]
+            let chunks = [
+                String(decoding: bytes[..<cut], as: UTF8.self), String(decoding: bytes[cut...], as: UTF8.self),
+            ]
             #expect(lines(chunks, flush: true) == ["foo", "", "bar"])
         }
     }
@@ -184,13 +189,17 @@ private func json(_ s: String) -> NSDictionary? {
     @Test("a leading UTF-8 BOM is stripped, even split across chunks")
     func bom() {
         #expect(decode([[0xEF, 0xBB], [0xBF] + Array("data: x\n\n".utf8)]) == [SSEEvent(data: "x")])
-        #expect(decode([[0xEF, 0xBB, 0xBF] + Array("event: e\ndata: y\n\n".utf8)]) == [SSEEvent(event: "e", data: "y")])
+        #expect(
+            decode([[0xEF, 0xBB, 0xBF] + Array("event: e\ndata: y\n\n".utf8)]) == [SSEEvent(event: "e", data: "y")])
     }
 
     @Test("id persists across events and is ignored if it contains NUL; retry takes only digits")
     func idAndRetry() {
         var decoder = SSEDecoder()
-        let events = decoder.feed(Array("id: 1\ndata: a\n\ndata: b\n\nid: x\0y\ndata: c\n\nretry: 12a\nretry: 2500\ndata: d\n\nretry: x\n\n".utf8))
+        let events = decoder.feed(
+            Array(
+                "id: 1\ndata: a\n\ndata: b\n\nid: x\0y\ndata: c\n\nretry: 12a\nretry: 2500\ndata: d\n\nretry: x\n\n"
+                    .utf8))
         #expect(events.map(\.id) == ["1", "1", "1", "1"])
         #expect(decoder.reconnectionTimeMilliseconds == 2500)
     }
@@ -214,7 +223,10 @@ private func json(_ s: String) -> NSDictionary? {
 
     @Test("CR-only streams decode like LF streams")
     func crOnly() {
-        #expect(decode(["event: a\rdata: 1\r\revent: b\r", "data: 2\r", "\r"]) == [SSEEvent(event: "a", data: "1"), SSEEvent(event: "b", data: "2")])
+        #expect(
+            decode(["event: a\rdata: 1\r\revent: b\r", "data: 2\r", "\r"]) == [
+                SSEEvent(event: "a", data: "1"), SSEEvent(event: "b", data: "2"),
+            ])
     }
 
     @Test("an unterminated final event at EOF is discarded")

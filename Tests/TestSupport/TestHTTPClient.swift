@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A small HTTP/1.1 client over raw loopback sockets, for end-to-end tests of the service.
@@ -141,7 +141,9 @@ final class Connection: @unchecked Sendable {
         address.sin_port = in_port_t(UInt16(port).bigEndian)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard result == 0 else {
             Glibc.close(fd)
@@ -155,7 +157,9 @@ final class Connection: @unchecked Sendable {
     func send(_ bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let written = bytes[offset...].withUnsafeBytes {
+                Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            }
             guard written > 0 else { throw TestHTTPError("send failed (errno \(errno))") }
             offset += written
         }
@@ -215,7 +219,9 @@ final class Connection: @unchecked Sendable {
     private func readHeadBlocking() throws -> (status: Int, headers: [String: String]) {
         let statusLine = try readLine()
         let parts = statusLine.split(separator: " ")
-        guard parts.count >= 2, let status = Int(parts[1]) else { throw TestHTTPError("bad status line '\(statusLine)'") }
+        guard parts.count >= 2, let status = Int(parts[1]) else {
+            throw TestHTTPError("bad status line '\(statusLine)'")
+        }
         var headers: [String: String] = [:]
         while true {
             let line = try readLine()

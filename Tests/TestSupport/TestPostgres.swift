@@ -21,7 +21,9 @@ public enum TestPostgres {
         let directory = URL(fileURLWithPath: "/tmp/agent-service-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         let postgres = EmbeddedPostgres(
             directory: directory, databaseName: "postgres",
-            extraSettings: ["fsync = off", "synchronous_commit = off", "full_page_writes = off", "max_connections = 200"],
+            extraSettings: [
+                "fsync = off", "synchronous_commit = off", "full_page_writes = off", "max_connections = 200",
+            ],
             logger: logger)
         try? FileManager.default.removeItem(at: directory)
         registered.withLock { $0 = postgres }

@@ -7,7 +7,8 @@ import ThreadStore
     @Test("a connection whose backend was terminated is replaced and the next call succeeds")
     func terminatedBackendReplaced() async throws {
         let (conninfo, database) = try await TestPostgres.freshDatabase(poolSize: 1)
-        let admin = Database(configuration: DatabaseConfiguration(conninfo: conninfo, poolSize: 1), logger: TestPostgres.logger)
+        let admin = Database(
+            configuration: DatabaseConfiguration(conninfo: conninfo, poolSize: 1), logger: TestPostgres.logger)
         let repository = ThreadRepository(database: database)
         let pid = try await database.withConnection { try $0.query("SELECT pg_backend_pid()").int(0, 0) ?? 0 }
         _ = try await admin.withConnection { try $0.query("SELECT pg_terminate_backend(\(pid)::int)") }
@@ -35,14 +36,16 @@ import ThreadStore
     @Test("a call while the server is down fails fast with a transient error, and works again after restart")
     func serverDown() async throws {
         let directory = URL(fileURLWithPath: "/tmp/agent-service-down-\(UUID().uuidString.prefix(8))")
-        let cluster = EmbeddedPostgres(directory: directory, databaseName: "down", extraSettings: ["fsync = off"], logger: TestPostgres.logger)
+        let cluster = EmbeddedPostgres(
+            directory: directory, databaseName: "down", extraSettings: ["fsync = off"], logger: TestPostgres.logger)
         defer {
             try? cluster.stop(immediate: true)
             try? FileManager.default.removeItem(at: directory)
             try? FileManager.default.removeItem(atPath: directory.path + ".lock")
         }
         let conninfo = try await cluster.startDetached()
-        let database = Database(configuration: DatabaseConfiguration(conninfo: conninfo, poolSize: 2), logger: TestPostgres.logger)
+        let database = Database(
+            configuration: DatabaseConfiguration(conninfo: conninfo, poolSize: 2), logger: TestPostgres.logger)
         try await database.ping()
         try cluster.stop()
         let clock = ContinuousClock()
@@ -132,7 +135,9 @@ import ThreadStore
         _ = try await database.withConnection { try $0.query("CREATE TABLE p (id int primary key)") }
         let before = database.statistics.roundTrips
         let results = try await database.withConnection {
-            try $0.pipeline(["INSERT INTO p VALUES (\(1)::int)", "INSERT INTO p VALUES (\(2)::int)", "SELECT count(*) FROM p"])
+            try $0.pipeline([
+                "INSERT INTO p VALUES (\(1)::int)", "INSERT INTO p VALUES (\(2)::int)", "SELECT count(*) FROM p",
+            ])
         }
         #expect(database.statistics.roundTrips - before == 1)
         #expect(results.last?.int(0, 0) == 2)

@@ -8,7 +8,8 @@ let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().de
     .deletingLastPathComponent()
 
 func countRows(_ conninfo: String, _ sql: String) async throws -> Int {
-    let database = Database(configuration: DatabaseConfiguration(conninfo: conninfo, poolSize: 1), logger: TestPostgres.logger)
+    let database = Database(
+        configuration: DatabaseConfiguration(conninfo: conninfo, poolSize: 1), logger: TestPostgres.logger)
     defer { Task { await database.close() } }
     let result = try await database.withConnection { try $0.query(SQLQuery(unsafeSQL: sql)) }
     await database.close()
@@ -48,7 +49,8 @@ func temporaryMigrationsFolder() throws -> URL {
         #expect(status.allSatisfy { $0.state == .applied })
         let recorded = try await countRows(
             conninfo,
-            "SELECT count(*) FROM supabase_migrations.schema_migrations m JOIN supabase_migrations.agent_service_migrations s USING (version)")
+            "SELECT count(*) FROM supabase_migrations.schema_migrations m JOIN supabase_migrations.agent_service_migrations s USING (version)"
+        )
         #expect(recorded == Migration.bundled.count)
     }
 
@@ -65,16 +67,21 @@ func temporaryMigrationsFolder() throws -> URL {
         }
         #expect(reports.count == 4)
         #expect(reports.flatMap(\.applied).sorted() == Migration.bundled.map(\.version))
-        #expect(try await countRows(conninfo, "SELECT count(*) FROM supabase_migrations.schema_migrations") == Migration.bundled.count)
+        #expect(
+            try await countRows(conninfo, "SELECT count(*) FROM supabase_migrations.schema_migrations")
+                == Migration.bundled.count)
     }
 
     @Test(
         "four `agent-service migrate` processes at once all exit 0 and record each version once",
-        .enabled(if: FileManager.default.isExecutableFile(atPath: packageRoot.appendingPathComponent(".build/debug/agent-service").path)))
+        .enabled(
+            if: FileManager.default.isExecutableFile(
+                atPath: packageRoot.appendingPathComponent(".build/debug/agent-service").path)))
     func concurrentProcesses() async throws {
         let conninfo = try await TestPostgres.emptyDatabase()
         let binary = packageRoot.appendingPathComponent(".build/debug/agent-service")
-        let workdir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("migrate-\(UUID().uuidString)")
+        let workdir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent(
+            "migrate-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: workdir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: workdir) }
         let codes = try await withThrowingTaskGroup(of: Int32.self) { group in
@@ -98,8 +105,12 @@ func temporaryMigrationsFolder() throws -> URL {
             return all
         }
         #expect(codes == [0, 0, 0, 0])
-        #expect(try await countRows(conninfo, "SELECT count(*) FROM supabase_migrations.schema_migrations") == Migration.bundled.count)
-        #expect(try await countRows(conninfo, "SELECT count(*) FROM supabase_migrations.agent_service_migrations") == Migration.bundled.count)
+        #expect(
+            try await countRows(conninfo, "SELECT count(*) FROM supabase_migrations.schema_migrations")
+                == Migration.bundled.count)
+        #expect(
+            try await countRows(conninfo, "SELECT count(*) FROM supabase_migrations.agent_service_migrations")
+                == Migration.bundled.count)
     }
 
     @Test("editing an applied migration makes migrate refuse with a message naming the file")
@@ -107,11 +118,15 @@ func temporaryMigrationsFolder() throws -> URL {
         let conninfo = try await TestPostgres.emptyDatabase()
         let folder = try temporaryMigrationsFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
-        _ = try await Migrator(migrations: try Migration.load(from: folder), conninfo: conninfo, logger: TestPostgres.logger).run()
+        _ = try await Migrator(
+            migrations: try Migration.load(from: folder), conninfo: conninfo, logger: TestPostgres.logger
+        ).run()
 
         let edited = try #require(Migration.bundled.first)
-        try Data((edited.sql + "\n-- a harmless looking edit\n").utf8).write(to: folder.appendingPathComponent(edited.fileName))
-        let migrator = Migrator(migrations: try Migration.load(from: folder), conninfo: conninfo, logger: TestPostgres.logger)
+        try Data((edited.sql + "\n-- a harmless looking edit\n").utf8).write(
+            to: folder.appendingPathComponent(edited.fileName))
+        let migrator = Migrator(
+            migrations: try Migration.load(from: folder), conninfo: conninfo, logger: TestPostgres.logger)
         do {
             _ = try await migrator.run()
             Issue.record("an edited applied migration must be refused")
@@ -128,21 +143,27 @@ func temporaryMigrationsFolder() throws -> URL {
         let folder = try temporaryMigrationsFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
         let bad = "29991231000000_broken.sql"
-        try Data("CREATE TABLE half_done (id int);\nSELECT no_such_function();\n".utf8).write(to: folder.appendingPathComponent(bad))
+        try Data("CREATE TABLE half_done (id int);\nSELECT no_such_function();\n".utf8).write(
+            to: folder.appendingPathComponent(bad))
         do {
-            _ = try await Migrator(migrations: try Migration.load(from: folder), conninfo: conninfo, logger: TestPostgres.logger).run()
+            _ = try await Migrator(
+                migrations: try Migration.load(from: folder), conninfo: conninfo, logger: TestPostgres.logger
+            ).run()
             Issue.record("expected failure")
         } catch let error as StoreError {
             #expect(error.message.contains(bad))
         }
-        #expect(try await countRows(conninfo, "SELECT count(*) FROM supabase_migrations.schema_migrations") == Migration.bundled.count)
+        #expect(
+            try await countRows(conninfo, "SELECT count(*) FROM supabase_migrations.schema_migrations")
+                == Migration.bundled.count)
         #expect(try await countRows(conninfo, "SELECT count(*) FROM pg_class WHERE relname = 'half_done'") == 0)
     }
 
     @Test("where Supabase's auth schema exists, the tables get RLS policies for authenticated users")
     func rowLevelSecurityOnSupabase() async throws {
         let conninfo = try await TestPostgres.emptyDatabase()
-        let database = Database(configuration: DatabaseConfiguration(conninfo: conninfo, poolSize: 1), logger: TestPostgres.logger)
+        let database = Database(
+            configuration: DatabaseConfiguration(conninfo: conninfo, poolSize: 1), logger: TestPostgres.logger)
         _ = try await database.withConnection { connection in
             try connection.query(
                 """
@@ -152,12 +173,18 @@ func temporaryMigrationsFolder() throws -> URL {
                 """)
             try connection.query("CREATE SCHEMA auth")
             try connection.query(
-                "CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS $$ SELECT nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $$")
+                "CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS $$ SELECT nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $$"
+            )
         }
         await database.close()
         _ = try await Migrator(conninfo: conninfo, logger: TestPostgres.logger).run()
-        #expect(try await countRows(conninfo, "SELECT count(*) FROM pg_policies WHERE tablename IN ('threads', 'turns')") == 2)
-        #expect(try await countRows(conninfo, "SELECT count(*) FROM pg_class WHERE relname IN ('threads', 'turns') AND relrowsecurity") == 2)
+        #expect(
+            try await countRows(conninfo, "SELECT count(*) FROM pg_policies WHERE tablename IN ('threads', 'turns')")
+                == 2)
+        #expect(
+            try await countRows(
+                conninfo, "SELECT count(*) FROM pg_class WHERE relname IN ('threads', 'turns') AND relrowsecurity") == 2
+        )
         // On plain Postgres (every other test database) there are none.
         let plain = try await TestPostgres.emptyDatabase()
         _ = try await Migrator(conninfo: plain, logger: TestPostgres.logger).run()

@@ -48,7 +48,8 @@ struct UnexpectedOutcome: Error {}
             #expect(streaming.question == "Hello?")
 
             let beforeComplete = database.statistics.roundTrips
-            let usage = TokenUsage(inputTokens: 10, outputTokens: 20, cacheCreationInputTokens: 3, cacheReadInputTokens: 4)
+            let usage = TokenUsage(
+                inputTokens: 10, outputTokens: 20, cacheCreationInputTokens: 3, cacheReadInputTokens: 4)
             let wrote = try await repository.completeTurn(
                 TurnCompletion(
                     turnID: begin.turnID, userID: alice, reply: "Hi!", model: "claude-x", stopReason: "end_turn",
@@ -128,7 +129,8 @@ struct UnexpectedOutcome: Error {}
                 try await repository.beginTurn(
                     .init(userID: alice, threadID: "t", question: "will die", lease: .milliseconds(50))))
             try await Task.sleep(for: .milliseconds(150))
-            let next = try started(try await repository.beginTurn(.init(userID: alice, threadID: "t", question: "again")))
+            let next = try started(
+                try await repository.beginTurn(.init(userID: alice, threadID: "t", question: "again")))
             #expect(next.recoveredTurnIDs == [stale.turnID])
             #expect(next.seq == 2)
             #expect(next.history.map(\.id) == [stale.turnID])
@@ -169,7 +171,9 @@ struct UnexpectedOutcome: Error {}
             let begin = try started(try await repository.beginTurn(.init(userID: alice, threadID: "t", question: "q")))
             #expect(
                 try await repository.failTurn(
-                    .init(turnID: begin.turnID, userID: alice, status: .failed, partialReply: "half", error: "overloaded")))
+                    .init(
+                        turnID: begin.turnID, userID: alice, status: .failed, partialReply: "half", error: "overloaded")
+                ))
             #expect(!(try await repository.failTurn(.init(turnID: begin.turnID, userID: alice, error: "again"))))
             let turn = try #require(try await repository.turn(userID: alice, id: begin.turnID))
             #expect(turn.status == .failed)
@@ -181,7 +185,8 @@ struct UnexpectedOutcome: Error {}
     @Test("user A cannot read, list, complete or delete user B's thread; both may use the same thread id")
     func usersAreIsolated() async throws {
         try await withRepository { repository, _, _ in
-            let bobs = try started(try await repository.beginTurn(.init(userID: bob, threadID: "test", question: "bob's")))
+            let bobs = try started(
+                try await repository.beginTurn(.init(userID: bob, threadID: "test", question: "bob's")))
             #expect(try await repository.turns(userID: alice, threadID: "test", limit: 10, beforeSeq: nil) == nil)
             #expect(try await repository.turn(userID: alice, id: bobs.turnID) == nil)
             #expect(try await repository.listThreads(userID: alice, limit: 10, before: nil).isEmpty)
@@ -190,10 +195,13 @@ struct UnexpectedOutcome: Error {}
                 try await repository.completeTurn(.init(turnID: bobs.turnID, userID: alice, reply: "hijack"))
             }
             // Alice's own thread "test" is independent of Bob's streaming one.
-            let alices = try started(try await repository.beginTurn(.init(userID: alice, threadID: "test", question: "alice's")))
+            let alices = try started(
+                try await repository.beginTurn(.init(userID: alice, threadID: "test", question: "alice's")))
             #expect(alices.threadCreated)
             #expect(alices.history.isEmpty)
-            #expect(try await repository.turns(userID: bob, threadID: "test", limit: 10, beforeSeq: nil)?.map(\.question) == ["bob's"])
+            #expect(
+                try await repository.turns(userID: bob, threadID: "test", limit: 10, beforeSeq: nil)?.map(\.question)
+                    == ["bob's"])
             #expect(try await repository.deleteThread(userID: bob, threadID: "test"))
             #expect(try await repository.turn(userID: bob, id: bobs.turnID) == nil)
             #expect(try await repository.turn(userID: alice, id: alices.turnID) != nil)
@@ -212,9 +220,11 @@ struct UnexpectedOutcome: Error {}
             ]
             for (index, text) in samples.enumerated() {
                 let thread = "ü-\(index)-🧵"
-                let begin = try started(try await repository.beginTurn(.init(userID: alice, threadID: thread, question: text)))
+                let begin = try started(
+                    try await repository.beginTurn(.init(userID: alice, threadID: thread, question: text)))
                 try await repository.completeTurn(.init(turnID: begin.turnID, userID: alice, reply: text + text))
-                let turn = try #require(try await repository.turns(userID: alice, threadID: thread, limit: 5, beforeSeq: nil)?.first)
+                let turn = try #require(
+                    try await repository.turns(userID: alice, threadID: thread, limit: 5, beforeSeq: nil)?.first)
                 #expect(Array(turn.question.utf8) == Array(text.utf8))
                 #expect(Array((turn.reply ?? "").utf8) == Array((text + text).utf8))
                 #expect(turn.threadID == thread)
@@ -248,8 +258,10 @@ struct UnexpectedOutcome: Error {}
     func idempotencyKey() async throws {
         try await withRepository { repository, _, _ in
             let first = try started(
-                try await repository.beginTurn(.init(userID: alice, threadID: "t", question: "q", idempotencyKey: "k-1")))
-            let again = try await repository.beginTurn(.init(userID: alice, threadID: "t", question: "q", idempotencyKey: "k-1"))
+                try await repository.beginTurn(
+                    .init(userID: alice, threadID: "t", question: "q", idempotencyKey: "k-1")))
+            let again = try await repository.beginTurn(
+                .init(userID: alice, threadID: "t", question: "q", idempotencyKey: "k-1"))
             guard case .duplicate(let existing) = again else {
                 Issue.record("expected a duplicate, got \(again)")
                 return
@@ -257,12 +269,18 @@ struct UnexpectedOutcome: Error {}
             #expect(existing.id == first.turnID)
             #expect(existing.status == .streaming)
             // Same key on another thread is still the same turn; no thread gets created for it.
-            let elsewhere = try await repository.beginTurn(.init(userID: alice, threadID: "other", question: "q", idempotencyKey: "k-1"))
-            if case .duplicate(let turn) = elsewhere { #expect(turn.id == first.turnID) } else { Issue.record("expected duplicate") }
+            let elsewhere = try await repository.beginTurn(
+                .init(userID: alice, threadID: "other", question: "q", idempotencyKey: "k-1"))
+            if case .duplicate(let turn) = elsewhere {
+                #expect(turn.id == first.turnID)
+            } else {
+                Issue.record("expected duplicate")
+            }
             #expect(try await repository.turns(userID: alice, threadID: "t", limit: 10, beforeSeq: nil)?.count == 1)
             #expect(try await repository.listThreads(userID: alice, limit: 10, before: nil).map(\.id) == ["t"])
             // Another user may use the same key.
-            _ = try started(try await repository.beginTurn(.init(userID: bob, threadID: "t", question: "q", idempotencyKey: "k-1")))
+            _ = try started(
+                try await repository.beginTurn(.init(userID: bob, threadID: "t", question: "q", idempotencyKey: "k-1")))
             #expect(try await repository.turn(userID: alice, idempotencyKey: "k-1")?.id == first.turnID)
         }
     }
@@ -273,7 +291,8 @@ struct UnexpectedOutcome: Error {}
             let results = try await withThrowingTaskGroup(of: BeginTurnResult.self) { group in
                 for _ in 0..<3 {
                     group.addTask {
-                        try await repository.beginTurn(.init(userID: alice, threadID: "t", question: "q", idempotencyKey: "same"))
+                        try await repository.beginTurn(
+                            .init(userID: alice, threadID: "t", question: "q", idempotencyKey: "same"))
                     }
                 }
                 var all: [BeginTurnResult] = []
@@ -298,7 +317,8 @@ struct UnexpectedOutcome: Error {}
         try await withRepository { repository, _, _ in
             for index in 1...5 {
                 let begin = try started(
-                    try await repository.beginTurn(.init(userID: alice, threadID: "h", question: "q\(index)", historyLimit: 3)))
+                    try await repository.beginTurn(
+                        .init(userID: alice, threadID: "h", question: "q\(index)", historyLimit: 3)))
                 #expect(begin.seq == index)
                 #expect(begin.history.map(\.question) == (max(1, index - 3)..<index).map { "q\($0)" })
                 try await repository.completeTurn(.init(turnID: begin.turnID, userID: alice, reply: "r\(index)"))
@@ -310,25 +330,31 @@ struct UnexpectedOutcome: Error {}
     func pagination() async throws {
         try await withRepository { repository, _, _ in
             for index in 0..<5 {
-                let begin = try started(try await repository.beginTurn(.init(userID: alice, threadID: "p\(index)", question: "Question \(index)")))
+                let begin = try started(
+                    try await repository.beginTurn(
+                        .init(userID: alice, threadID: "p\(index)", question: "Question \(index)")))
                 try await repository.completeTurn(.init(turnID: begin.turnID, userID: alice, reply: "r"))
             }
             let firstPage = try await repository.listThreads(userID: alice, limit: 2, before: nil)
             #expect(firstPage.map(\.id) == ["p4", "p3"])
             #expect(firstPage.first?.title == "Question 4")
             #expect(firstPage.first?.turnCount == 1)
-            let secondPage = try await repository.listThreads(userID: alice, limit: 2, before: firstPage.last?.updatedAt)
+            let secondPage = try await repository.listThreads(
+                userID: alice, limit: 2, before: firstPage.last?.updatedAt)
             #expect(secondPage.map(\.id) == ["p2", "p1"])
             let lastPage = try await repository.listThreads(userID: alice, limit: 2, before: secondPage.last?.updatedAt)
             #expect(lastPage.map(\.id) == ["p0"])
 
             for index in 1...6 {
-                let begin = try started(try await repository.beginTurn(.init(userID: alice, threadID: "long", question: "q\(index)")))
+                let begin = try started(
+                    try await repository.beginTurn(.init(userID: alice, threadID: "long", question: "q\(index)")))
                 try await repository.completeTurn(.init(turnID: begin.turnID, userID: alice, reply: "r\(index)"))
             }
-            let newest = try #require(try await repository.turns(userID: alice, threadID: "long", limit: 4, beforeSeq: nil))
+            let newest = try #require(
+                try await repository.turns(userID: alice, threadID: "long", limit: 4, beforeSeq: nil))
             #expect(newest.map(\.seq) == [3, 4, 5, 6])
-            let older = try #require(try await repository.turns(userID: alice, threadID: "long", limit: 4, beforeSeq: 3))
+            let older = try #require(
+                try await repository.turns(userID: alice, threadID: "long", limit: 4, beforeSeq: 3))
             #expect(older.map(\.seq) == [1, 2])
             #expect(try await repository.turns(userID: alice, threadID: "long", limit: 4, beforeSeq: 1) == [])
         }
@@ -339,7 +365,8 @@ struct UnexpectedOutcome: Error {}
         try await withRepository { repository, _, _ in
             let question = String(repeating: "👩‍💻abc ", count: 60)
             _ = try started(try await repository.beginTurn(.init(userID: alice, threadID: "t", question: question)))
-            let title = try #require(try await repository.listThreads(userID: alice, limit: 1, before: nil).first?.title)
+            let title = try #require(
+                try await repository.listThreads(userID: alice, limit: 1, before: nil).first?.title)
             #expect(title.count == 81)
             #expect(title.hasSuffix("…"))
         }

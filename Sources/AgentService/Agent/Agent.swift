@@ -98,7 +98,8 @@ final class Agent: Sendable {
                 userID: input.userID, threadID: threadID, turnID: started.turnID, request: effective)
             guard
                 let events = supervisor.launch(
-                    turnID: started.turnID, userID: input.userID, operation: { slot in await self.run(context, slot: slot) })
+                    turnID: started.turnID, userID: input.userID,
+                    operation: { slot in await self.run(context, slot: slot) })
             else {
                 // Raced with shutdown after the row was written: leave nothing `streaming` behind.
                 _ = try? await repository.failTurn(
@@ -139,7 +140,8 @@ final class Agent: Sendable {
                 .failed(
                     TurnFailureInfo(
                         type: turn.status == .failed ? "turn_failed" : "interrupted",
-                        message: "This Idempotency-Key belongs to a turn that did not complete (\(turn.error ?? "unknown error")); "
+                        message:
+                            "This Idempotency-Key belongs to a turn that did not complete (\(turn.error ?? "unknown error")); "
                             + "send the question again with a new key.",
                         retryable: true)))
         }
@@ -267,7 +269,8 @@ final class Agent: Sendable {
                 retryable: true)
         }
         guard let error = error as? ClaudeError else {
-            return TurnFailureInfo(type: "internal_error", message: "The reply could not be completed.", retryable: true)
+            return TurnFailureInfo(
+                type: "internal_error", message: "The reply could not be completed.", retryable: true)
         }
         switch error.kind {
         case .truncated:

@@ -19,7 +19,8 @@ struct PromptBuilder: Sendable {
     /// Builds the request for `question` after `history` (oldest first).
     func request(history: [Turn], question: String, timeZone: TimeZone, now: Date, userID: UUID) -> MessagesRequest {
         let timeNote = Self.localTimeNote(now: now, timeZone: timeZone)
-        var budget = contextBudgetTokens - Self.estimatedTokens(systemPrompt) - Self.estimatedTokens(question)
+        var budget =
+            contextBudgetTokens - Self.estimatedTokens(systemPrompt) - Self.estimatedTokens(question)
             - Self.estimatedTokens(timeNote)
         // Walk back from the newest turn, keeping whole turns while they fit.
         var kept: [Turn] = []
@@ -80,7 +81,8 @@ struct PromptBuilder: Sendable {
         let weekday = weekdays[((parts.weekday ?? 1) - 1) % 7]
         let month = months[((parts.month ?? 1) - 1) % 12]
         let time = String(format: "%02d:%02d", parts.hour ?? 0, parts.minute ?? 0)
-        return "(Sent \(weekday), \(parts.day ?? 1) \(month) \(parts.year ?? 1970), \(time) local time, \(timeZone.identifier).)"
+        return
+            "(Sent \(weekday), \(parts.day ?? 1) \(month) \(parts.year ?? 1970), \(time) local time, \(timeZone.identifier).)"
     }
 
     /// A deliberately pessimistic token estimate (one token per 3 UTF-8 bytes), used only for the context budget.

@@ -75,7 +75,8 @@ final class TurnSupervisor: Service, Sendable {
         operation: @escaping @Sendable (Slot) async -> Void
     ) -> AsyncStream<TurnEvent>? {
         let (stream, continuation) = AsyncStream<TurnEvent>.makeStream(bufferingPolicy: .unbounded)
-        let slot = Slot(id: turnID, userID: userID, continuation: continuation, now: DispatchTime.now().uptimeNanoseconds)
+        let slot = Slot(
+            id: turnID, userID: userID, continuation: continuation, now: DispatchTime.now().uptimeNanoseconds)
         let admitted = state.withLock { state -> Bool in
             guard !state.draining else { return false }
             state.slots[turnID] = slot
@@ -160,13 +161,15 @@ final class TurnSupervisor: Service, Sendable {
 
     private func tick() async {
         let now = DispatchTime.now().uptimeNanoseconds
-        let interval = UInt64(pingInterval.components.seconds) * 1_000_000_000
+        let interval =
+            UInt64(pingInterval.components.seconds) * 1_000_000_000
             + UInt64(pingInterval.components.attoseconds / 1_000_000_000)
         let slots = state.withLock { Array($0.slots.values) }
         var running: [RunningTurn] = []
         for slot in slots {
             if now &- slot.lastEventNanos.load(ordering: .relaxed) >= interval { slot.send(.ping) }
-            running.append(RunningTurn(turnID: slot.id, userID: slot.userID, age: .nanoseconds(now &- slot.startedNanos)))
+            running.append(
+                RunningTurn(turnID: slot.id, userID: slot.userID, age: .nanoseconds(now &- slot.startedNanos)))
         }
         if !running.isEmpty { await onTick(running) }
     }

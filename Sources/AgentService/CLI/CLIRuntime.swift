@@ -4,7 +4,7 @@ import Logging
 import ThreadStore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Options shared by the subcommands that work on one user's threads.

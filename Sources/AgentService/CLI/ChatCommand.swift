@@ -4,7 +4,7 @@ import Foundation
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `agent-service chat`: talk to the agent in the terminal, through the same agent layer as the HTTP API.
@@ -95,7 +95,8 @@ struct ChatCommand: AsyncParsableCommand {
             let handle: TurnHandle
             do {
                 handle = try await runtime.agent.startTurn(
-                    TurnInput(userID: user, threadID: threadID, question: question, timeZone: zone, idempotencyKey: nil))
+                    TurnInput(userID: user, threadID: threadID, question: question, timeZone: zone, idempotencyKey: nil)
+                )
             } catch {
                 FileHandle.standardError.write(Data("agent-service: \(Self.describe(error))\n".utf8))
                 continue

@@ -40,7 +40,9 @@ struct MigrateCommand: AsyncParsableCommand {
             if status {
                 print("Database: \(target.description)")
                 for line in try await migrator.status() {
-                    print("\(line.version)  \(line.state.rawValue.padding(toLength: 16, withPad: " ", startingAt: 0))  \(line.name)")
+                    print(
+                        "\(line.version)  \(line.state.rawValue.padding(toLength: 16, withPad: " ", startingAt: 0))  \(line.name)"
+                    )
                 }
                 return
             }

@@ -81,7 +81,8 @@ struct ReplayCommand: AsyncParsableCommand {
     ) async throws {
         let style = Style(enabled: CLI.stdoutIsTerminal)
         let newThread = "\(sourceThread.prefix(100))-rerun-\(UUID().uuidString.prefix(8).lowercased())"
-        CLI.write(style.bold("Re-running \(turns.count) question(s) of \(sourceThread) into new thread \(newThread)") + "\n")
+        CLI.write(
+            style.bold("Re-running \(turns.count) question(s) of \(sourceThread) into new thread \(newThread)") + "\n")
         var results: [(old: Turn, new: TurnOutcome?)] = []
         for turn in turns {
             CLI.write("\n" + style.user("You: ") + turn.question + "\n" + style.assistant("Claude: "))
@@ -113,7 +114,12 @@ struct ReplayCommand: AsyncParsableCommand {
 
     /// A plain table: old vs new reply length, tokens and time to first token per turn.
     static func comparison(_ results: [(old: Turn, new: TurnOutcome?)]) -> String {
-        var rows = [["turn", "old chars", "new chars", "old tokens in/out", "new tokens in/out", "old first token", "new first token"]]
+        var rows = [
+            [
+                "turn", "old chars", "new chars", "old tokens in/out", "new tokens in/out", "old first token",
+                "new first token",
+            ]
+        ]
         for (old, new) in results {
             rows.append([
                 "\(old.seq)", "\(old.reply?.count ?? 0)", new.map { "\($0.reply.count)" } ?? "failed",

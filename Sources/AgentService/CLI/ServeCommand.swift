@@ -8,7 +8,7 @@ import ServiceLifecycle
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `agent-service serve`: the HTTP service.
@@ -47,7 +47,8 @@ struct ServeCommand: AsyncParsableCommand {
 
         let runtime: AgentRuntime
         do {
-            runtime = try await AgentRuntime.start(configuration: configuration, environment: environment, logger: logger)
+            runtime = try await AgentRuntime.start(
+                configuration: configuration, environment: environment, logger: logger)
         } catch {
             CLI.fail("\(error)")
         }
@@ -66,13 +67,16 @@ struct ServeCommand: AsyncParsableCommand {
         let configuration = runtime.configuration
         if let stub = runtime.stub {
             logger.warning(
-                "ANTHROPIC_API_KEY is not set: replies come from the built-in OFFLINE Claude stub (\(stub.baseURL)); set ANTHROPIC_API_KEY for real replies")
+                "ANTHROPIC_API_KEY is not set: replies come from the built-in OFFLINE Claude stub (\(stub.baseURL)); set ANTHROPIC_API_KEY for real replies"
+            )
         }
         logger.notice("database: \(runtime.databaseDescription)")
         logger.notice(
-            "user identity: taken from the request's user_id (development mode; no Supabase JWT verification configured)")
+            "user identity: taken from the request's user_id (development mode; no Supabase JWT verification configured)"
+        )
         let api = AgentAPI(
-            agent: runtime.agent, repository: runtime.repository, database: runtime.database, metrics: runtime.metrics, configuration: configuration,
+            agent: runtime.agent, repository: runtime.repository, database: runtime.database, metrics: runtime.metrics,
+            configuration: configuration,
             logger: logger)
         let controllerBox = Mutex<ServiceController?>(nil)
         let app = Application(
@@ -94,9 +98,11 @@ struct ServeCommand: AsyncParsableCommand {
             logger: logger)
         controllerBox.withLock { $0 = controller }
 
-        let signals = handleSignals ? ShutdownSignals { count in
-            if count == 1 { controller.requestShutdown() } else { controller.interruptNow() }
-        } : nil
+        let signals =
+            handleSignals
+            ? ShutdownSignals { count in
+                if count == 1 { controller.requestShutdown() } else { controller.interruptNow() }
+            } : nil
         defer { signals?.cancel() }
         try await group.run()
         await runtime.shutdown()
@@ -155,6 +161,10 @@ final class ShutdownSignals: @unchecked Sendable {
 
     private final class Counter: Sendable {
         private let value = Mutex(0)
-        func next() -> Int { value.withLock { $0 += 1; return $0 } }
+        func next() -> Int {
+            value.withLock {
+                $0 += 1; return $0
+            }
+        }
     }
 }

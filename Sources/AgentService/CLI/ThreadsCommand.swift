@@ -45,7 +45,10 @@ struct ThreadsCommand: AsyncParsableCommand {
             for thread in threads {
                 let title = (thread.title ?? "").replacingOccurrences(of: "\n", with: " ")
                 CLI.write(
-                    style.bold(thread.id) + "  " + style.dim("\(thread.turnCount) turn(s), last \(TranscriptFormatter.localTime(thread.updatedAt, .current))")
+                    style.bold(thread.id) + "  "
+                        + style.dim(
+                            "\(thread.turnCount) turn(s), last \(TranscriptFormatter.localTime(thread.updatedAt, .current))"
+                        )
                         + "\n    " + String(title.prefix(80)) + "\n")
             }
         }

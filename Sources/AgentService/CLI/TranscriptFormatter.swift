@@ -9,7 +9,9 @@ struct TranscriptFormatter {
     var timeZone: TimeZone?
 
     func text(_ turns: [Turn], style: Style) -> String {
-        var out = style.bold("Thread \(threadID)") + style.dim(" · user \(userID.uuidString.lowercased()) · \(turns.count) turn(s)") + "\n"
+        var out =
+            style.bold("Thread \(threadID)")
+            + style.dim(" · user \(userID.uuidString.lowercased()) · \(turns.count) turn(s)") + "\n"
         for turn in turns {
             out += "\n" + style.dim("── Turn \(turn.seq) · \(header(turn))") + "\n"
             if turn.status != .completed {

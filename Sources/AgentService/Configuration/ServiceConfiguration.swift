@@ -56,8 +56,12 @@ struct ServiceConfiguration: Sendable {
         autoMigrate = try Self.boolean(env, "AUTO_MIGRATE", default: autoMigrate)
         anthropicAPIKey = env["ANTHROPIC_API_KEY"]
         if let base = env["ANTHROPIC_BASE_URL"] {
-            guard let url = URL(string: base), let scheme = url.scheme, ["http", "https"].contains(scheme), url.host != nil
-            else { throw ConfigurationError("ANTHROPIC_BASE_URL: '\(base)' is not an http(s) URL (e.g. https://api.anthropic.com)") }
+            guard let url = URL(string: base), let scheme = url.scheme, ["http", "https"].contains(scheme),
+                url.host != nil
+            else {
+                throw ConfigurationError(
+                    "ANTHROPIC_BASE_URL: '\(base)' is not an http(s) URL (e.g. https://api.anthropic.com)")
+            }
             anthropicBaseURL = base.hasSuffix("/") ? String(base.dropLast()) : base
         }
         model = env["CLAUDE_MODEL"] ?? model
@@ -69,10 +73,12 @@ struct ServiceConfiguration: Sendable {
             corsAllowedOrigins = origins.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
                 .filter { !$0.isEmpty }
             for origin in corsAllowedOrigins where origin != "*" {
-                guard let url = URL(string: origin), url.scheme != nil, url.host != nil, url.path.isEmpty || url.path == "/"
+                guard let url = URL(string: origin), url.scheme != nil, url.host != nil,
+                    url.path.isEmpty || url.path == "/"
                 else {
                     throw ConfigurationError(
-                        "CORS_ALLOWED_ORIGINS: '\(origin)' is not an origin (expected scheme://host[:port], comma-separated, or *)")
+                        "CORS_ALLOWED_ORIGINS: '\(origin)' is not an origin (expected scheme://host[:port], comma-separated, or *)"
+                    )
                 }
             }
         }
@@ -95,14 +101,17 @@ struct ServiceConfiguration: Sendable {
             logLevel = parsed
         }
         maxBodyBytes = try Self.integer(env, "MAX_BODY_BYTES", default: maxBodyBytes, range: 1_024...(64 << 20))
-        maxQuestionLength = try Self.integer(env, "MAX_QUESTION_CHARS", default: maxQuestionLength, range: 1...1_000_000)
+        maxQuestionLength = try Self.integer(
+            env, "MAX_QUESTION_CHARS", default: maxQuestionLength, range: 1...1_000_000)
         historyTurns = try Self.integer(env, "HISTORY_TURNS", default: historyTurns, range: 0...1_000)
         contextBudgetTokens = try Self.integer(
             env, "CONTEXT_BUDGET_TOKENS", default: contextBudgetTokens, range: 1_000...2_000_000)
-        shutdownGraceSeconds = try Self.integer(env, "SHUTDOWN_GRACE_SECONDS", default: shutdownGraceSeconds, range: 0...3_600)
+        shutdownGraceSeconds = try Self.integer(
+            env, "SHUTDOWN_GRACE_SECONDS", default: shutdownGraceSeconds, range: 0...3_600)
         leaseSeconds = try Self.integer(env, "TURN_LEASE_SECONDS", default: leaseSeconds, range: 10...3_600)
         pingIntervalSeconds = try Self.integer(env, "SSE_PING_SECONDS", default: pingIntervalSeconds, range: 1...300)
-        persistRetrySeconds = try Self.integer(env, "PERSIST_RETRY_SECONDS", default: persistRetrySeconds, range: 0...3_600)
+        persistRetrySeconds = try Self.integer(
+            env, "PERSIST_RETRY_SECONDS", default: persistRetrySeconds, range: 0...3_600)
         offlineStubDeltaIntervalMs = try Self.integer(
             env, "OFFLINE_STUB_DELTA_MS", default: offlineStubDeltaIntervalMs, range: 0...10_000)
     }
@@ -113,7 +122,9 @@ struct ServiceConfiguration: Sendable {
     /// True when replies come from the built-in stub rather than the Claude API.
     var usesOfflineStub: Bool { anthropicAPIKey == nil }
 
-    private static func integer(_ env: AppEnvironment, _ key: String, default value: Int, range: ClosedRange<Int>) throws -> Int {
+    private static func integer(_ env: AppEnvironment, _ key: String, default value: Int, range: ClosedRange<Int>)
+        throws -> Int
+    {
         guard let text = env[key] else { return value }
         guard let parsed = Int(text), range.contains(parsed) else {
             throw ConfigurationError("\(key): '\(text)' is not an integer in \(range.lowerBound)...\(range.upperBound)")

@@ -78,7 +78,9 @@ struct APIError: HTTPResponseError, Sendable {
 /// Builds JSON responses.
 enum JSONResponse {
     static func make(status: HTTPResponse.Status = .ok, object: Any) -> Response {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        let data =
+            (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+            ?? Data("{}".utf8)
         return make(status: status, data: data)
     }
 

@@ -34,7 +34,8 @@ struct AgentAPI: Sendable {
         router.get("threads/:thread_id/messages") { request, context in
             try await self.messages(request, context: context)
         }
-        router.delete("threads/:thread_id") { request, context in try await self.deleteThread(request, context: context) }
+        router.delete("threads/:thread_id") { request, context in try await self.deleteThread(request, context: context)
+        }
         router.get("health") { request, context in await self.health() }
         router.get("metrics") { _, _ in
             Response(
@@ -189,7 +190,9 @@ struct AgentAPI: Sendable {
             }
             before = date
         }
-        let threads = try await storeCall { try await repository.listThreads(userID: user, limit: limit, before: before) }
+        let threads = try await storeCall {
+            try await repository.listThreads(userID: user, limit: limit, before: before)
+        }
         let items: [[String: Any]] = threads.map { thread in
             [
                 "thread_id": thread.id, "title": thread.title as Any? ?? NSNull(),
@@ -207,7 +210,9 @@ struct AgentAPI: Sendable {
         let threadID = try threadIDParameter(context)
         var beforeSeq: Int?
         if let text = request.uri.queryParameters["before"].map(String.init) {
-            guard let seq = Int(text), seq > 0 else { throw APIError.invalid("before", "must be a positive turn number (seq)") }
+            guard let seq = Int(text), seq > 0 else {
+                throw APIError.invalid("before", "must be a positive turn number (seq)")
+            }
             beforeSeq = seq
         }
         guard

@@ -19,7 +19,9 @@ struct QueryRequest: Sendable {
 
     static func parse(body: ByteBuffer, headers: HTTPFields, limits: Limits) throws(APIError) -> QueryRequest {
         if let contentType = headers[.contentType] {
-            let media = contentType.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+            let media =
+                contentType.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+                ?? ""
             guard media == "application/json" || media.hasSuffix("+json") || media == "text/plain" else {
                 throw .unsupportedMediaType(contentType)
             }
@@ -41,7 +43,8 @@ struct QueryRequest: Sendable {
         let timeZone = try Self.timeZone(object["user_timezone"])
         let threadID = try Self.threadID(object["thread_id"])
         let key = try Self.idempotencyKey(headers[.idempotencyKey])
-        return QueryRequest(question: question, userID: userID, timeZone: timeZone, threadID: threadID, idempotencyKey: key)
+        return QueryRequest(
+            question: question, userID: userID, timeZone: timeZone, threadID: threadID, idempotencyKey: key)
     }
 
     static func question(_ value: Any?, limits: Limits) throws(APIError) -> String {
@@ -81,10 +84,13 @@ struct QueryRequest: Sendable {
         guard let text = value as? String else { throw .invalid("user_timezone", "must be an IANA time zone name") }
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         if trimmed.isEmpty { return TimeZone(identifier: "UTC")! }
-        guard trimmed.count <= 64, trimmed.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "/_+-".contains($0)) }),
+        guard trimmed.count <= 64,
+            trimmed.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "/_+-".contains($0)) }),
             let zone = TimeZone(identifier: trimmed)
         else {
-            throw .invalid("user_timezone", "'\(trimmed.prefix(64))' is not an IANA time zone such as Europe/Berlin or America/New_York")
+            throw .invalid(
+                "user_timezone",
+                "'\(trimmed.prefix(64))' is not an IANA time zone such as Europe/Berlin or America/New_York")
         }
         return zone
     }

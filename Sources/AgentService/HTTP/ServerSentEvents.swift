@@ -79,7 +79,9 @@ enum ServerSentEvents {
             case 0x0D: pending.append(contentsOf: [0x5C, UInt8(ascii: "r")])
             case 0x09: pending.append(contentsOf: [0x5C, UInt8(ascii: "t")])
             case 0x00..<0x20:
-                pending.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
+                pending.append(contentsOf: [
+                    0x5C, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(byte >> 4)], hex[Int(byte & 0xF)],
+                ])
             case 0xE2:
                 // U+2028 / U+2029 (E2 80 A8 / E2 80 A9) are legal JSON but break JavaScript line parsing.
                 guard let second = utf8.next() else {
@@ -91,7 +93,8 @@ enum ServerSentEvents {
                     break
                 }
                 if second == 0x80 && (third == 0xA8 || third == 0xA9) {
-                    pending.append(contentsOf: Array("\\u202".utf8) + [third == 0xA8 ? UInt8(ascii: "8") : UInt8(ascii: "9")])
+                    pending.append(
+                        contentsOf: Array("\\u202".utf8) + [third == 0xA8 ? UInt8(ascii: "8") : UInt8(ascii: "9")])
                 } else {
                     pending.append(contentsOf: [byte, second, third])
                 }

@@ -19,7 +19,8 @@ final class ServiceMetrics: Sendable {
     private let active = Atomic<Int>(0)
 
     private static let latencyBuckets: [Duration] = [
-        .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+        .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+        .milliseconds(50), .milliseconds(100),
         .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2_500), .seconds(5), .seconds(10),
     ]
     private static let durationBuckets: [Duration] = [

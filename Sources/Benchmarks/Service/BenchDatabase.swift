@@ -19,10 +19,12 @@ struct BenchDatabase {
         }
         let directory = URL(fileURLWithPath: "/tmp/agent-bench-\(getpid())/postgres")
         let postgres = EmbeddedPostgres(
-            directory: directory, databaseName: "agent_bench", extraSettings: ["max_connections = 200"] + settings, logger: logger)
+            directory: directory, databaseName: "agent_bench", extraSettings: ["max_connections = 200"] + settings,
+            logger: logger)
         let conninfo = try await postgres.startDetached()
         return BenchDatabase(
-            conninfo: conninfo, database: Database(configuration: .init(conninfo: conninfo, poolSize: 4), logger: logger),
+            conninfo: conninfo,
+            database: Database(configuration: .init(conninfo: conninfo, poolSize: 4), logger: logger),
             embedded: postgres)
     }
 

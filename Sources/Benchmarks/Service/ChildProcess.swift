@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A child process that announces its port on a log line; its output is drained so it never blocks.
@@ -39,7 +39,8 @@ final class ChildProcess: @unchecked Sendable {
             if data.isEmpty { break }
             text += String(decoding: data, as: UTF8.self)
             let range = NSRange(text.startIndex..., in: text)
-            if let match = regex.firstMatch(in: text, range: range), let portRange = Range(match.range(at: 1), in: text),
+            if let match = regex.firstMatch(in: text, range: range),
+                let portRange = Range(match.range(at: 1), in: text),
                 let port = Int(text[portRange])
             {
                 Thread { while !handle.availableData.isEmpty {} }.start()
@@ -81,7 +82,9 @@ enum HTTPGet {
         address.sin_port = in_port_t(UInt16(port).bigEndian)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard connected == 0 else { throw BenchmarkError("cannot connect to 127.0.0.1:\(port)") }
         let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)

@@ -6,7 +6,7 @@ import NIOPosix
 import ThreadStore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `agent-bench service`: the whole service under load, against the stub and a real Postgres.
@@ -46,15 +46,20 @@ struct ServiceBenchmark: AsyncParsableCommand {
     @Option(help: "Database pool size of the service.")
     var poolSize = 8
 
-    @Option(help: "An extra postgresql.conf line for the throwaway cluster, e.g. 'synchronous_commit = off' (repeatable).")
+    @Option(
+        help: "An extra postgresql.conf line for the throwaway cluster, e.g. 'synchronous_commit = off' (repeatable).")
     var postgresSetting: [String] = []
 
     func run() async throws {
         let wanted = levels.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         let largest = wanted.max() ?? 1
         let limit = raiseFileDescriptorLimit(to: rlim_t(max(65_536, largest * 4 + 1_000)))
-        print("# agent-bench service: levels \(wanted), \(turnsPerThread) turn(s)/thread, \(deltas) deltas × \(intervalMs) ms, first delta after \(firstMs) ms")
-        print("# machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB; open-file limit raised to \(limit)")
+        print(
+            "# agent-bench service: levels \(wanted), \(turnsPerThread) turn(s)/thread, \(deltas) deltas × \(intervalMs) ms, first delta after \(firstMs) ms"
+        )
+        print(
+            "# machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB; open-file limit raised to \(limit)"
+        )
 
         let database = try await BenchDatabase.start(settings: postgresSetting)
         if !postgresSetting.isEmpty { print("# postgres settings: \(postgresSetting.joined(separator: ", "))") }
@@ -88,7 +93,8 @@ struct ServiceBenchmark: AsyncParsableCommand {
         var breakdowns: [String] = []
         print("")
         print(
-            "| streams | added TTFC p50 / p90 / p99 / max (ms) | added delta gap p50 / p99 (ms) | turns/s | errors | service CPU s / 1k turns | service peak RSS (MiB) | DB round trips / turn | persisted exact |")
+            "| streams | added TTFC p50 / p90 / p99 / max (ms) | added delta gap p50 / p99 (ms) | turns/s | errors | service CPU s / 1k turns | service peak RSS (MiB) | DB round trips / turn | persisted exact |"
+        )
         print("|---:|---|---|---:|---|---:|---:|---:|---|")
         for level in wanted {
             let before = try await Metrics.scrape(port: service.port)
@@ -110,9 +116,11 @@ struct ServiceBenchmark: AsyncParsableCommand {
             breakdowns.append(
                 report.breakdown
                     + String(
-                        format: "; peak concurrent streams %d; CPU over the level: service %.1f s, stub %.1f s, load client %.1f s, wall %.1f s",
+                        format:
+                            "; peak concurrent streams %d; CPU over the level: service %.1f s, stub %.1f s, load client %.1f s, wall %.1f s",
                         Self.peakConcurrency(results), cpu, stubCPU, clientCPU, elapsed)
-                    + "; inside the service, admission (parse + begin-turn) p50 \(after.admissionPercentile(50, since: before)), p99 \(after.admissionPercentile(99, since: before))")
+                    + "; inside the service, admission (parse + begin-turn) p50 \(after.admissionPercentile(50, since: before)), p99 \(after.admissionPercentile(99, since: before))"
+            )
             if !report.errors.isEmpty { print("#   errors at \(level): \(report.errors)") }
         }
         print("")
@@ -197,7 +205,9 @@ struct LevelReport {
                 continue
             }
             completed += 1
-            if let first = result.firstChunkAt, let stamp = result.firstDeltaStamp, let received = result.stubReceivedStamp {
+            if let first = result.firstChunkAt, let stamp = result.firstDeltaStamp,
+                let received = result.stubReceivedStamp
+            {
                 let client = Double(first - result.requestSent)
                 let stub = Double(stamp) - Double(received)
                 added.append((client - stub) / 1e6)
@@ -212,7 +222,8 @@ struct LevelReport {
         var exact = 0
         var mismatched = 0
         for result in results where result.done {
-            guard let id = result.turnID.flatMap(UUID.init(uuidString:)), let user = result.userID.flatMap(UUID.init(uuidString:))
+            guard let id = result.turnID.flatMap(UUID.init(uuidString:)),
+                let user = result.userID.flatMap(UUID.init(uuidString:))
             else { continue }
             let turn = try await repository.turn(userID: user, id: id)
             if turn?.status == .completed && turn?.reply == result.text { exact += 1 } else { mismatched += 1 }

@@ -32,7 +32,8 @@ public final class ClaudeClient: Sendable {
             ownsHTTPClient = false
         } else {
             http = HTTPClient(
-                configuration: .init(connectTimeout: configuration.connectTimeout, idleTimeout: configuration.idleTimeout)
+                configuration: .init(
+                    connectTimeout: configuration.connectTimeout, idleTimeout: configuration.idleTimeout)
             )
             ownsHTTPClient = true
         }
@@ -57,13 +58,15 @@ public final class ClaudeClient: Sendable {
         let requestID = response.headers["request-id"]
         guard let wire = try? JSONDecoder().decode(WireMessage.self, from: Data(body)) else {
             throw ClaudeError(
-                kind: .api, status: response.status, message: "the response is not a message: \(String(decoding: body.prefix(200), as: UTF8.self))",
+                kind: .api, status: response.status,
+                message: "the response is not a message: \(String(decoding: body.prefix(200), as: UTF8.self))",
                 requestID: requestID, attempts: attempts
             )
         }
         let blocks = wire.content ?? []
         return Message(
-            id: wire.id ?? "", model: wire.model ?? "", text: blocks.filter { $0.type == "text" }.compactMap(\.text).joined(),
+            id: wire.id ?? "", model: wire.model ?? "",
+            text: blocks.filter { $0.type == "text" }.compactMap(\.text).joined(),
             contentTypes: blocks.map(\.type), stopReason: wire.stop_reason, stopSequence: wire.stop_sequence,
             usage: wire.usage?.merged(into: Usage()) ?? Usage(), requestID: requestID, attempts: attempts
         )
@@ -81,7 +84,9 @@ public final class ClaudeClient: Sendable {
     /// Sends the request until a 2xx response head arrives, retrying per ``RetryPolicy``.
     func open(body: [UInt8], stream: Bool, attempts: inout Int) async throws(ClaudeError) -> HTTPStreamingResponse {
         let policy = retryPolicy
-        let url = configuration.baseURL.hasSuffix("/") ? configuration.baseURL + "v1/messages" : configuration.baseURL + "/v1/messages"
+        let url =
+            configuration.baseURL.hasSuffix("/")
+            ? configuration.baseURL + "v1/messages" : configuration.baseURL + "/v1/messages"
         let request = HTTPRequest(
             method: "POST", url: url,
             headers: [
@@ -103,9 +108,11 @@ public final class ClaudeClient: Sendable {
                 if (200..<300).contains(response.status) { return response }
                 headers = response.headers
                 let errorBody = (try? await response.collect(upTo: 64 * 1024)) ?? []
-                failure = ClaudeError.fromResponse(
-                    status: response.status, headers: response.headers, body: errorBody, policy: policy, attempts: attempts
-                ).0
+                failure =
+                    ClaudeError.fromResponse(
+                        status: response.status, headers: response.headers, body: errorBody, policy: policy,
+                        attempts: attempts
+                    ).0
             } catch {
                 failure = mapTransportError(error, attempts: attempts, afterHead: false)
             }
@@ -131,16 +138,21 @@ public final class ClaudeClient: Sendable {
         }
     }
 
-    func mapTransportError(_ error: any Error, attempts: Int, afterHead: Bool, requestID: String? = nil) -> ClaudeError {
+    func mapTransportError(_ error: any Error, attempts: Int, afterHead: Bool, requestID: String? = nil) -> ClaudeError
+    {
         if let claude = error as? ClaudeError { return claude }
         guard let http = error as? HTTPClientError else {
-            return ClaudeError(kind: .connection, message: "\(error)", requestID: requestID, isRetryable: !afterHead, attempts: attempts)
+            return ClaudeError(
+                kind: .connection, message: "\(error)", requestID: requestID, isRetryable: !afterHead,
+                attempts: attempts)
         }
         switch http.kind {
         case .cancelled:
-            return ClaudeError(kind: .cancelled, message: "the request was cancelled", requestID: requestID, attempts: attempts)
+            return ClaudeError(
+                kind: .cancelled, message: "the request was cancelled", requestID: requestID, attempts: attempts)
         case .stalled:
-            return ClaudeError(kind: .stalled, message: http.message, requestID: requestID, isRetryable: true, attempts: attempts)
+            return ClaudeError(
+                kind: .stalled, message: http.message, requestID: requestID, isRetryable: true, attempts: attempts)
         case .shutdown:
             return ClaudeError(kind: .connection, message: http.message, requestID: requestID, attempts: attempts)
         default:

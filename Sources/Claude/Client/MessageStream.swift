@@ -104,14 +104,16 @@ final class StreamDriver: @unchecked Sendable {  // used only by the single task
             if Task.isCancelled {
                 throw ClaudeError(kind: .cancelled, message: "cancelled", requestID: requestID, attempts: attempts)
             }
-            try await failAttempt(client.mapTransportError(error, attempts: attempts, afterHead: true, requestID: requestID))
+            try await failAttempt(
+                client.mapTransportError(error, attempts: attempts, afterHead: true, requestID: requestID))
             return
         }
         guard let chunk else {
             decoder.finish()
             try await failAttempt(
                 ClaudeError(
-                    kind: .truncated, status: 200, message: "the stream ended before message_stop", requestID: requestID,
+                    kind: .truncated, status: 200, message: "the stream ended before message_stop",
+                    requestID: requestID,
                     isRetryable: true, attempts: attempts
                 )
             )
@@ -144,7 +146,9 @@ final class StreamDriver: @unchecked Sendable {  // used only by the single task
         let delay = policy.delay(headers: HTTPHeaders(), retriesSoFar: attempts - 1)
         client.logger.info(
             "retrying Claude stream that failed before content",
-            metadata: ["attempt": "\(attempts)", "kind": "\(failure.kind)", "request-id": "\(failure.requestID ?? "-")"]
+            metadata: [
+                "attempt": "\(attempts)", "kind": "\(failure.kind)", "request-id": "\(failure.requestID ?? "-")",
+            ]
         )
         try await client.sleep(delay, attempts: attempts)
     }
@@ -168,11 +172,14 @@ final class StreamDriver: @unchecked Sendable {  // used only by the single task
             let message = wire.message
             usage = message?.usage?.merged(into: Usage()) ?? Usage()
             let start = MessageStart(
-                id: message?.id ?? "", model: message?.model ?? "", usage: usage, requestID: requestID, attempts: attempts
+                id: message?.id ?? "", model: message?.model ?? "", usage: usage, requestID: requestID,
+                attempts: attempts
             )
             emit(.messageStart(start), isContent: false)
         case "content_block_start":
-            emit(.contentBlockStart(index: wire.index ?? 0, type: wire.content_block?.type ?? "unknown"), isContent: false)
+            emit(
+                .contentBlockStart(index: wire.index ?? 0, type: wire.content_block?.type ?? "unknown"),
+                isContent: false)
         case "ping":
             emit(.ping, isContent: false)
         case "content_block_delta":
@@ -186,7 +193,10 @@ final class StreamDriver: @unchecked Sendable {  // used only by the single task
             emit(.contentBlockStop(index: wire.index ?? 0), isContent: true)
         case "message_delta":
             usage = wire.usage?.merged(into: usage) ?? usage
-            emit(.messageDelta(stopReason: wire.delta?.stop_reason, stopSequence: wire.delta?.stop_sequence, usage: usage), isContent: true)
+            emit(
+                .messageDelta(
+                    stopReason: wire.delta?.stop_reason, stopSequence: wire.delta?.stop_sequence, usage: usage),
+                isContent: true)
         case "message_stop":
             emit(.messageStop, isContent: true)
             finished = true

@@ -48,7 +48,9 @@ public struct RetryPolicy: Sendable, Hashable {
     ///   - retriesSoFar: retries already made.
     ///   - jitter: a number in 0..<1 (random in production; fixed in tests).
     ///   - now: the current time, for HTTP-date `retry-after` values.
-    public func delay(headers: HTTPHeaders, retriesSoFar: Int, jitter: Double = Double.random(in: 0..<1), now: Date = Date()) -> Duration {
+    public func delay(
+        headers: HTTPHeaders, retriesSoFar: Int, jitter: Double = Double.random(in: 0..<1), now: Date = Date()
+    ) -> Duration {
         if let seconds = Self.retryAfterSeconds(headers: headers, now: now), seconds > 0, seconds <= 60 {
             return Self.duration(seconds: seconds * delayScale)
         }

@@ -66,7 +66,9 @@ struct WireErrorBody: Decodable {
 
 extension ClaudeError {
     /// Builds the error for a non-2xx response from its body (JSON, or anything else such as a proxy's HTML).
-    static func fromResponse(status: Int, headers: HTTPHeaders, body: [UInt8], policy: RetryPolicy, attempts: Int) -> (ClaudeError, errorCode: String?) {
+    static func fromResponse(status: Int, headers: HTTPHeaders, body: [UInt8], policy: RetryPolicy, attempts: Int) -> (
+        ClaudeError, errorCode: String?
+    ) {
         let parsed = try? JSONDecoder().decode(WireErrorBody.self, from: Data(body))
         let requestID = headers["request-id"] ?? parsed?.request_id
         let message: String

@@ -105,13 +105,16 @@ public struct MessagesRequest: Sendable, Hashable {
             }
         }
         guard !merged.isEmpty else {
-            throw ClaudeError(kind: .invalidRequest, message: "messages: at least one non-empty user message is required")
+            throw ClaudeError(
+                kind: .invalidRequest, message: "messages: at least one non-empty user message is required")
         }
         guard merged.first?.role == .user else {
             throw ClaudeError(kind: .invalidRequest, message: "messages.0: first message must use the \"user\" role")
         }
         guard merged.last?.role == .user else {
-            throw ClaudeError(kind: .invalidRequest, message: "messages.\(merged.count - 1): the conversation must end with a user message")
+            throw ClaudeError(
+                kind: .invalidRequest,
+                message: "messages.\(merged.count - 1): the conversation must end with a user message")
         }
         var copy = self
         copy.messages = merged

@@ -99,7 +99,9 @@ public struct SSEDecoder: Sendable {
         case 2 where name.elementsEqual("id".utf8):
             if !value.contains(0) { lastEventID = String(decoding: value, as: UTF8.self) }
         case 5 where name.elementsEqual("retry".utf8):
-            if !value.isEmpty, value.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let ms = Int(String(decoding: value, as: UTF8.self)) {
+            if !value.isEmpty, value.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+                let ms = Int(String(decoding: value, as: UTF8.self))
+            {
                 reconnectionTimeMilliseconds = ms
             }
         default:

@@ -61,7 +61,8 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
         var wakeEvent = epoll_event()
         wakeEvent.events = EPOLLIN.rawValue
         wakeEvent.data.fd = wakeFD
-        precondition(epoll_ctl(epollFD, EPOLL_CTL_ADD, wakeFD, &wakeEvent) == 0, "epoll_ctl(eventfd) failed: errno \(errno)")
+        precondition(
+            epoll_ctl(epollFD, EPOLL_CTL_ADD, wakeFD, &wakeEvent) == 0, "epoll_ctl(eventfd) failed: errno \(errno)")
         _ = ccurl_multi_setopt_long(multi, CURLMOPT_PIPELINING, Int(CURLPIPE_MULTIPLEX))
         _ = ccurl_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, options.maxConnectionsPerHost)
         _ = ccurl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, options.maxConnectionCache)
@@ -136,7 +137,8 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
             return
         }
         var event = epoll_event()
-        event.events = (what & CURL_POLL_IN != 0 ? EPOLLIN.rawValue : 0) | (what & CURL_POLL_OUT != 0 ? EPOLLOUT.rawValue : 0)
+        event.events =
+            (what & CURL_POLL_IN != 0 ? EPOLLIN.rawValue : 0) | (what & CURL_POLL_OUT != 0 ? EPOLLOUT.rawValue : 0)
         event.data.fd = fd
         // A descriptor number can be reused after a close, so do not trust our own bookkeeping: modify, else add.
         if epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, &event) != 0 && errno == ENOENT {
@@ -268,7 +270,9 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
         if let body = request.body {
             _ = ccurl_easy_setopt_off_t(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.count))
             body.withUnsafeBytes { raw in
-                _ = ccurl_easy_setopt_pointer(easy, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!))
+                _ = ccurl_easy_setopt_pointer(
+                    easy, CURLOPT_COPYPOSTFIELDS,
+                    UnsafeMutableRawPointer(mutating: raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!))
             }
         } else if request.method.uppercased() == "POST" {
             _ = ccurl_easy_setopt_off_t(easy, CURLOPT_POSTFIELDSIZE_LARGE, 0)
@@ -319,7 +323,9 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
         liveTransfers.add(1, ordering: .relaxed)
         let rc = curl_multi_add_handle(multi, easy)
         if rc != CURLM_OK {
-            remove(transfer, error: HTTPClientError(kind: .invalidRequest, message: String(cString: curl_multi_strerror(rc))))
+            remove(
+                transfer,
+                error: HTTPClientError(kind: .invalidRequest, message: String(cString: curl_multi_strerror(rc))))
         }
     }
 

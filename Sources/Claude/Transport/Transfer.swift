@@ -65,7 +65,8 @@ final class Transfer: @unchecked Sendable {  // curl-thread fields are confined 
                 let immediate: Result<ResponseHead, any Error>? = shared.withLock { s in
                     if let head = s.head { return .success(head) }
                     if case .some(let end) = s.end {
-                        return .failure(end ?? HTTPClientError(kind: .connection, message: "transfer ended without a response"))
+                        return .failure(
+                            end ?? HTTPClientError(kind: .connection, message: "transfer ended without a response"))
                     }
                     s.headWaiter = continuation
                     return nil
@@ -220,7 +221,8 @@ final class Transfer: @unchecked Sendable {  // curl-thread fields are confined 
     /// Ends the transfer: `nil` for a clean end, else the failure. Idempotent.
     func finish(_ error: HTTPClientError?) {
         if error == nil { publishHeadIfNeeded() }
-        let (headWaiter, waiter) = shared.withLock { s -> (CheckedContinuation<ResponseHead, any Error>?, CheckedContinuation<[UInt8]?, any Error>?) in
+        let (headWaiter, waiter) = shared.withLock {
+            s -> (CheckedContinuation<ResponseHead, any Error>?, CheckedContinuation<[UInt8]?, any Error>?) in
             guard case .none = s.end else { return (nil, nil) }
             s.end = .some(error)
             defer {

@@ -6,7 +6,9 @@ import Synchronization
 enum Connector {
     static func open(_ configuration: DatabaseConfiguration, counters: DatabaseCounters) throws -> DatabaseConnection {
         let keys = ["dbname", "connect_timeout", "application_name"]
-        let values = [configuration.conninfo, String(configuration.connectTimeoutSeconds), configuration.applicationName]
+        let values = [
+            configuration.conninfo, String(configuration.connectTimeoutSeconds), configuration.applicationName,
+        ]
         // expand_dbname=1 expands the conninfo/URI given as "dbname"; later keys would override it, so ours are
         // passed only where the conninfo leaves them unset.
         let parsed = parse(configuration.conninfo)

@@ -1,7 +1,7 @@
 import CPostgres
 import Foundation
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 import Synchronization
 
@@ -107,7 +107,8 @@ public final class DatabaseConnection {
 
     private static func checkBinds(_ query: SQLQuery) throws {
         for case let value? in query.binds where value.utf8.contains(0) {
-            throw StoreError(.invalidText, "a query parameter contains a NUL byte (U+0000), which Postgres text cannot store")
+            throw StoreError(
+                .invalidText, "a query parameter contains a NUL byte (U+0000), which Postgres text cannot store")
         }
     }
 
@@ -166,7 +167,8 @@ public final class DatabaseConnection {
         let primary = field(Int32(UInt8(ascii: "M"))) ?? String(cString: PQresultErrorMessage(result))
         let constraint = field(Int32(UInt8(ascii: "n")))  // PG_DIAG_CONSTRAINT_NAME
         if isBroken && (sqlState == nil || sqlState!.hasPrefix("57P") || sqlState!.hasPrefix("08")) {
-            return StoreError(.connectionLost, "the connection to the server was lost", sqlState: sqlState, detail: primary)
+            return StoreError(
+                .connectionLost, "the connection to the server was lost", sqlState: sqlState, detail: primary)
         }
         var message = "the server rejected the statement"
         if let constraint { message += " (constraint \(constraint))" }

@@ -30,7 +30,8 @@ enum Subprocess {
         var pid = pid_t()
         let spawned = posix_spawn(&pid, path, &actions, nil, argv, environ)
         guard spawned == 0 else {
-            throw StoreError(.embeddedPostgres, "local PostgreSQL: cannot run \(path) (\(String(cString: strerror(spawned))))")
+            throw StoreError(
+                .embeddedPostgres, "local PostgreSQL: cannot run \(path) (\(String(cString: strerror(spawned))))")
         }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 {

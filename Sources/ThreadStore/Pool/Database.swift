@@ -72,7 +72,9 @@ public final class Database: Sendable {
             defer { state.waiters = [] }
             return state.waiters
         }
-        for waiter in waiters { waiter.continuation.resume(throwing: StoreError(.closed, "the database pool is closed")) }
+        for waiter in waiters {
+            waiter.continuation.resume(throwing: StoreError(.closed, "the database pool is closed"))
+        }
         for worker in workers { await worker.stop() }
     }
 

@@ -7,7 +7,9 @@ public struct TokenUsage: Sendable, Hashable, Codable {
     public var cacheCreationInputTokens: Int
     public var cacheReadInputTokens: Int
 
-    public init(inputTokens: Int = 0, outputTokens: Int = 0, cacheCreationInputTokens: Int = 0, cacheReadInputTokens: Int = 0) {
+    public init(
+        inputTokens: Int = 0, outputTokens: Int = 0, cacheCreationInputTokens: Int = 0, cacheReadInputTokens: Int = 0
+    ) {
         self.inputTokens = inputTokens
         self.outputTokens = outputTokens
         self.cacheCreationInputTokens = cacheCreationInputTokens

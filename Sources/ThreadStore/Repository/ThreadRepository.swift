@@ -38,7 +38,9 @@ public struct ThreadRepository: Sendable {
             : "NOT EXISTS (SELECT 1 FROM turns WHERE user_id = \(user)::uuid AND idempotency_key = \(key))"
         var batch: [SQLQuery] = []
         if let key {
-            batch.append("SELECT \(unsafeRaw: Rows.turnColumns()) FROM turns WHERE user_id = \(user)::uuid AND idempotency_key = \(key)")
+            batch.append(
+                "SELECT \(unsafeRaw: Rows.turnColumns()) FROM turns WHERE user_id = \(user)::uuid AND idempotency_key = \(key)"
+            )
         }
         batch.append(
             """
@@ -239,7 +241,8 @@ public struct ThreadRepository: Sendable {
     public func turn(userID: UUID, id: UUID) async throws -> Turn? {
         let result = try await database.withConnection {
             try $0.query(
-                "SELECT \(unsafeRaw: Rows.turnColumns()) FROM turns WHERE user_id = \(userID)::uuid AND id = \(id)::uuid")
+                "SELECT \(unsafeRaw: Rows.turnColumns()) FROM turns WHERE user_id = \(userID)::uuid AND id = \(id)::uuid"
+            )
         }
         return result.rows.first.flatMap(Rows.turn)
     }
