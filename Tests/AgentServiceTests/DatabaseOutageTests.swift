@@ -28,12 +28,8 @@ struct DatabaseOutageTests {
                 port: service.port,
                 json: ServiceHarness.body("[[stub:slow 100ms x 15]] survive the outage", user: user, thread: "outage"))
             let turnID = try #require(stream.headers["x-turn-id"].flatMap(UUID.init(uuidString:)))
-            var iterator = stream.stream.makeAsyncIterator()
-            var events: [ReceivedEvent] = []
-            while let event = await iterator.next() {
-                events.append(event)
-                if event.chunk != nil { break }
-            }
+            var reader = stream.reader()
+            var events = await reader.untilFirstChunk()
             // The database goes away mid-reply and stays away past the end of Claude's stream.
             try await onThread { try postgres.stop() }
             let health = try await TestHTTP.request(port: service.port, method: "GET", path: "/health")
@@ -41,7 +37,7 @@ struct DatabaseOutageTests {
             try await Task.sleep(for: .seconds(3))
             _ = try await postgres.startDetached()
 
-            while let event = await iterator.next() { events.append(event) }
+            events += await reader.rest()
             #expect(events.last?.isDone == true, "done arrives once the turn is stored")
             let turn = try #require(try await service.repository.turn(userID: user, id: turnID))
             #expect(turn.status == .completed)

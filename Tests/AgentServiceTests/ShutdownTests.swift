@@ -92,22 +92,15 @@ struct ShutdownTests {
                         "[[stub:slow 100ms x 20]] stream \(index)", user: user, thread: "s\(index)")))
         }
         // Everyone is streaming before the signal arrives.
-        var iterators = streams.map { $0.stream.makeAsyncIterator() }
-        var collected: [[ReceivedEvent]] = Array(repeating: [], count: streams.count)
-        for index in iterators.indices {
-            while let event = await iterators[index].next() {
-                collected[index].append(event)
-                if event.chunk != nil { break }
-            }
-        }
+        var readers = streams.map { $0.reader() }
+        var collected: [[ReceivedEvent]] = []
+        for index in readers.indices { collected.append(await readers[index].untilFirstChunk()) }
         kill(service.process.processIdentifier, SIGTERM)
         try await Task.sleep(for: .milliseconds(300))
         await #expect(throws: (any Error).self, "new connections are refused during shutdown") {
             _ = try await TestHTTP.request(port: service.port, method: "GET", path: "/health")
         }
-        for index in iterators.indices {
-            while let event = await iterators[index].next() { collected[index].append(event) }
-        }
+        for index in readers.indices { collected[index] += await readers[index].rest() }
         for events in collected {
             #expect(events.last?.isDone == true)
             #expect(events.compactMap(\.chunk).count == 20)
@@ -133,14 +126,10 @@ struct ShutdownTests {
             port: service.port,
             json: ServiceHarness.body("[[stub:slow 100ms x 100]] long one", user: user, thread: "long"))
         let turnID = try #require(stream.headers["x-turn-id"].flatMap(UUID.init(uuidString:)))
-        var iterator = stream.stream.makeAsyncIterator()
-        var events: [ReceivedEvent] = []
-        while let event = await iterator.next() {
-            events.append(event)
-            if event.chunk != nil { break }
-        }
+        var reader = stream.reader()
+        var events = await reader.untilFirstChunk()
         kill(service.process.processIdentifier, SIGTERM)
-        while let event = await iterator.next() { events.append(event) }
+        events += await reader.rest()
         #expect(events.last?.error?["type"] as? String == "interrupted")
         let status = await service.waitForExit(timeout: .seconds(20))
         #expect(status == 0)

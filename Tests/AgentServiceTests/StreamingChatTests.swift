@@ -88,10 +88,8 @@ struct StreamingChatTests {
                 port: service.port,
                 json: ServiceHarness.body("[[stub:slow 100ms x 10]] keep going without me", user: user, thread: "gone"))
             let turnID = try #require(stream.headers["x-turn-id"].flatMap(UUID.init(uuidString:)))
-            var iterator = stream.stream.makeAsyncIterator()
-            while let event = await iterator.next() {
-                if event.chunk != nil { break }
-            }
+            var reader = stream.reader()
+            _ = await reader.untilFirstChunk()
             stream.close()
             let completed = try await service.eventually(timeout: .seconds(10)) {
                 try await service.repository.turn(userID: user, id: turnID)?.status == .completed

@@ -122,6 +122,31 @@ public final class EventStream: Sendable {
 
     /// Drops the connection, as a closing browser tab does.
     public func close() { connection.close() }
+
+    /// A reader that can stop part-way (e.g. at the first chunk) and continue later.
+    public func reader() -> EventReader { EventReader(iterator: events.makeAsyncIterator()) }
+}
+
+/// Reads a stream's events in steps.
+public struct EventReader {
+    var iterator: AsyncStream<ReceivedEvent>.Iterator
+
+    /// The events up to and including the first `chunk` (all of them if none comes).
+    public mutating func untilFirstChunk() async -> [ReceivedEvent] {
+        var events: [ReceivedEvent] = []
+        while let event = await iterator.next() {
+            events.append(event)
+            if event.chunk != nil { break }
+        }
+        return events
+    }
+
+    /// Every remaining event until the server ends the stream.
+    public mutating func rest() async -> [ReceivedEvent] {
+        var events: [ReceivedEvent] = []
+        while let event = await iterator.next() { events.append(event) }
+        return events
+    }
 }
 
 /// A blocking socket confined to its reader thread; `close()` may come from anywhere (it only shuts it down).
