@@ -113,28 +113,10 @@ public struct ThreadRepository: Sendable {
         try StoreError.checkText(completion.reply, field: "reply")
         try StoreError.checkText(completion.model, field: "model")
         try StoreError.checkText(completion.stopReason, field: "stopReason")
-        let usage = completion.usage
-        let query: SQLQuery = """
-            WITH done AS (
-                UPDATE turns SET reply = \(completion.reply), status = 'completed', error = NULL,
-                    model = \(completion.model), stop_reason = \(completion.stopReason),
-                    input_tokens = \(usage.inputTokens)::int, output_tokens = \(usage.outputTokens)::int,
-                    cache_creation_input_tokens = \(usage.cacheCreationInputTokens)::int,
-                    cache_read_input_tokens = \(usage.cacheReadInputTokens)::int,
-                    first_token_ms = \(completion.firstTokenMs)::int, latency_ms = \(completion.latencyMs)::int,
-                    finished_at = now(), lease_until = NULL
-                WHERE id = \(completion.turnID)::uuid AND user_id = \(completion.userID)::uuid
-                    AND status IN ('streaming', 'interrupted')
-                RETURNING user_id, thread_id
-            ), touched AS (
-                UPDATE threads SET updated_at = now() FROM done
-                WHERE threads.user_id = done.user_id AND threads.id = done.thread_id
-                RETURNING 1
-            )
-            SELECT (SELECT count(*) FROM done),
-                EXISTS (SELECT 1 FROM turns WHERE id = \(completion.turnID)::uuid AND user_id = \(completion.userID)::uuid)
-            """
-        return try await finish(query)
+        return try await finish(
+            turnID: completion.turnID, userID: completion.userID, reply: completion.reply, status: .completed,
+            error: nil, model: completion.model, stopReason: completion.stopReason, usage: completion.usage,
+            firstTokenMs: completion.firstTokenMs, latencyMs: completion.latencyMs, alsoFromInterrupted: true)
     }
 
     /// Stores a reply that did not finish (status `failed` or `interrupted`, the partial text and the error), bumps
@@ -148,17 +130,31 @@ public struct ThreadRepository: Sendable {
         try StoreError.checkText(failure.partialReply, field: "partialReply")
         try StoreError.checkText(failure.error, field: "error")
         try StoreError.checkText(failure.model, field: "model")
-        let usage = failure.usage
+        return try await finish(
+            turnID: failure.turnID, userID: failure.userID, reply: failure.partialReply, status: failure.status,
+            error: failure.error, model: failure.model, stopReason: nil, usage: failure.usage,
+            firstTokenMs: failure.firstTokenMs, latencyMs: failure.latencyMs, alsoFromInterrupted: false)
+    }
+
+    /// Writes a turn's end (reply, status, usage, timings), ends its lease and bumps the thread, in one statement.
+    /// Only a `streaming` turn is written (and an `interrupted` one too with `alsoFromInterrupted`), which makes
+    /// completing or failing twice a no-op.
+    /// - Returns: true if this call wrote it; throws `.notFound` when the turn does not exist for this user.
+    private func finish(
+        turnID: UUID, userID: UUID, reply: String, status: TurnStatus, error: String?, model: String?,
+        stopReason: String?, usage: TokenUsage, firstTokenMs: Int?, latencyMs: Int?, alsoFromInterrupted: Bool
+    ) async throws -> Bool {
         let query: SQLQuery = """
             WITH done AS (
-                UPDATE turns SET reply = \(failure.partialReply), status = \(failure.status.rawValue),
-                    error = \(failure.error), model = \(failure.model),
+                UPDATE turns SET reply = \(reply), status = \(status.rawValue), error = \(error),
+                    model = \(model), stop_reason = \(stopReason),
                     input_tokens = \(usage.inputTokens)::int, output_tokens = \(usage.outputTokens)::int,
                     cache_creation_input_tokens = \(usage.cacheCreationInputTokens)::int,
                     cache_read_input_tokens = \(usage.cacheReadInputTokens)::int,
-                    first_token_ms = \(failure.firstTokenMs)::int, latency_ms = \(failure.latencyMs)::int,
+                    first_token_ms = \(firstTokenMs)::int, latency_ms = \(latencyMs)::int,
                     finished_at = now(), lease_until = NULL
-                WHERE id = \(failure.turnID)::uuid AND user_id = \(failure.userID)::uuid AND status = 'streaming'
+                WHERE id = \(turnID)::uuid AND user_id = \(userID)::uuid
+                    AND (status = 'streaming' OR (\(alsoFromInterrupted)::bool AND status = 'interrupted'))
                 RETURNING user_id, thread_id
             ), touched AS (
                 UPDATE threads SET updated_at = now() FROM done
@@ -166,12 +162,8 @@ public struct ThreadRepository: Sendable {
                 RETURNING 1
             )
             SELECT (SELECT count(*) FROM done),
-                EXISTS (SELECT 1 FROM turns WHERE id = \(failure.turnID)::uuid AND user_id = \(failure.userID)::uuid)
+                EXISTS (SELECT 1 FROM turns WHERE id = \(turnID)::uuid AND user_id = \(userID)::uuid)
             """
-        return try await finish(query)
-    }
-
-    private func finish(_ query: SQLQuery) async throws -> Bool {
         let result = try await database.withConnection { try $0.query(query) }
         guard result.bool(0, 1) == true else { throw StoreError(.notFound, "no such turn for this user") }
         return result.int(0, 0) == 1
