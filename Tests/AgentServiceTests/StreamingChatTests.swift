@@ -24,8 +24,12 @@ struct StreamingChatTests {
             // Paced 100 ms apart at the stub: the client sees them spread over ~700 ms, not bunched at the end.
             let spread = arrivals.last! - arrivals.first!
             #expect(spread > .milliseconds(500), "chunks arrived bunched together (spread \(spread))")
-            for (earlier, later) in zip(arrivals, arrivals.dropFirst()) {
-                #expect(later - earlier > .milliseconds(40), "two chunks arrived together")
+            // Each chunk arrives on the stub's schedule (100 ms apart); one late chunk may shorten the next gap, so
+            // the check is against the schedule, with 80 ms of slack for a loaded machine.
+            for (index, arrival) in arrivals.enumerated() {
+                #expect(
+                    arrival - arrivals[0] > .milliseconds(100 * index - 80),
+                    "chunk \(index) arrived ahead of the stub's pacing (bunched)")
             }
             #expect(events.last?.isDone == true)
         }
