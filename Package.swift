@@ -27,6 +27,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
     ],
     targets: [
         // System libraries (C).
@@ -70,6 +72,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "SupabaseAuth",
+            dependencies: [
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "ClaudeStub",
             dependencies: [
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -85,6 +95,7 @@ let package = Package(
                 "ThreadStore",
                 "Claude",
                 "ClaudeStub",
+                "SupabaseAuth",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -100,6 +111,8 @@ let package = Package(
             name: "Benchmarks",
             dependencies: [
                 "ThreadStore",
+                "SupabaseAuth",
+                .product(name: "JWTKit", package: "jwt-kit"),
                 "Claude",
                 "ClaudeStub",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -137,7 +150,12 @@ let package = Package(
         ),
         .testTarget(
             name: "AgentServiceTests",
-            dependencies: ["AgentService", "ThreadStore", "Claude", "ClaudeStub", "TestSupport"],
+            dependencies: [
+                "AgentService", "ThreadStore", "Claude", "ClaudeStub", "TestSupport", "SupabaseAuth",
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

@@ -2,6 +2,7 @@ import Claude
 import ClaudeStub
 import Foundation
 import Logging
+import SupabaseAuth
 import ThreadStore
 
 /// The parts every entry point needs, assembled from configuration: database, Claude (or the offline stub), the
@@ -17,6 +18,10 @@ final class AgentRuntime: Sendable {
     let agent: Agent
     let logger: Logger
     let databaseDescription: String
+    /// Verifies access tokens; nil in development mode (no Supabase auth configured).
+    let verifier: TokenVerifier?
+    /// The libcurl client that fetches the JWKS (not Claude's, so a slow key fetch never queues behind replies).
+    private let authClient: HTTPClient?
 
     /// Opens the database (starting the embedded cluster when `DATABASE_URL` is unset) and Claude.
     static func start(
@@ -75,16 +80,46 @@ final class AgentRuntime: Sendable {
             supervisor: supervisor, metrics: metrics, logger: logger,
             persistRetry: .seconds(configuration.persistRetrySeconds), historyTurns: configuration.historyTurns,
             lease: lease)
+        let (verifier, authClient) = await makeVerifier(configuration: configuration, logger: logger)
         return AgentRuntime(
             configuration: configuration, database: database, repository: repository, claude: claude, stub: stub,
             supervisor: supervisor, metrics: metrics, agent: agent, logger: logger,
-            databaseDescription: databaseDescription)
+            databaseDescription: databaseDescription, verifier: verifier, authClient: authClient)
+    }
+
+    /// The token verifier for the configured Supabase project, with its JWKS prefetched (a failure is only logged:
+    /// requests then get 503 `auth_unavailable` until a fetch works).
+    private static func makeVerifier(
+        configuration: ServiceConfiguration, logger: Logger
+    ) async -> (TokenVerifier?, HTTPClient?) {
+        guard configuration.authEnabled else { return (nil, nil) }
+        let client = configuration.jwksURL.map { _ in
+            HTTPClient(configuration: .init(connectTimeout: .seconds(5), idleTimeout: .seconds(5)))
+        }
+        let verifier = await TokenVerifier(
+            configuration: .init(
+                jwksURL: configuration.jwksURL, hmacSecret: configuration.supabaseJWTSecret.map { Array($0.utf8) },
+                issuer: configuration.expectedIssuer, audience: configuration.authAudience,
+                jwksTTL: .seconds(configuration.authJWKSTTLSeconds),
+                unknownKeyRefetchInterval: configuration.authUnknownKeyRefetch),
+            fetch: { url in
+                guard let client else { throw HTTPClientError(kind: .invalidRequest, message: "no JWKS client") }
+                let response = try await client.execute(
+                    HTTPRequest(method: "GET", url: url, headers: [("Accept", "application/json")]))
+                guard response.status == 200 else {
+                    response.cancel()
+                    throw HTTPClientError(kind: .connection, message: "the JWKS endpoint answered \(response.status)")
+                }
+                return try await response.collect(upTo: 1 << 20)
+            }, logger: logger)
+        await verifier.prefetch()
+        return (verifier, client)
     }
 
     private init(
         configuration: ServiceConfiguration, database: Database, repository: ThreadRepository, claude: ClaudeClient,
         stub: ClaudeStub?, supervisor: TurnSupervisor, metrics: ServiceMetrics, agent: Agent, logger: Logger,
-        databaseDescription: String
+        databaseDescription: String, verifier: TokenVerifier?, authClient: HTTPClient?
     ) {
         self.configuration = configuration
         self.database = database
@@ -96,12 +131,15 @@ final class AgentRuntime: Sendable {
         self.agent = agent
         self.logger = logger
         self.databaseDescription = databaseDescription
+        self.verifier = verifier
+        self.authClient = authClient
     }
 
     /// Waits for running turns, then releases Claude, the stub and the database.
     func shutdown() async {
         await supervisor.waitUntilIdle()
         claude.shutdown()
+        authClient?.shutdown()
         await stub?.stop()
         await database.close()
     }

@@ -7,7 +7,7 @@ struct AgentServiceCommand: AsyncParsableCommand {
         abstract: "Real-time Claude replies with memory: an SSE chat service over Postgres.",
         subcommands: [
             ServeCommand.self, MigrateCommand.self, ChatCommand.self, ReplayCommand.self, ThreadsCommand.self,
-            DatabaseCommand.self,
+            DatabaseCommand.self, TokenCommand.self,
         ],
         defaultSubcommand: ServeCommand.self
     )

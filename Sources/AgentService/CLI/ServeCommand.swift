@@ -43,6 +43,11 @@ struct ServeCommand: AsyncParsableCommand {
         }
         if let host { configuration.host = host }
         if let port { configuration.port = port }
+        if !configuration.authEnabled, !configuration.listensOnLoopback, !configuration.allowUnauthenticated {
+            CLI.fail(
+                "refusing to listen on \(configuration.host) without authentication: anyone could read or write any user's threads; set SUPABASE_URL or SUPABASE_JWT_SECRET (or ALLOW_UNAUTHENTICATED=true for a trusted network)"
+            )
+        }
         let logger = CLI.bootstrapLogging(level: configuration.logLevel)
 
         let runtime: AgentRuntime
@@ -71,12 +76,22 @@ struct ServeCommand: AsyncParsableCommand {
             )
         }
         logger.notice("database: \(runtime.databaseDescription)")
-        logger.notice(
-            "user identity: taken from the request's user_id (development mode; no Supabase JWT verification configured)"
-        )
+        if configuration.authEnabled {
+            var sources: [String] = []
+            if let jwks = configuration.jwksURL { sources.append("JWKS \(jwks) (ES256/RS256)") }
+            if configuration.supabaseJWTSecret != nil { sources.append("SUPABASE_JWT_SECRET (HS256)") }
+            logger.notice(
+                "user identity: verified Supabase access tokens, keys from \(sources.joined(separator: " and ")); issuer \(configuration.expectedIssuer ?? "not checked (set SUPABASE_URL or AUTH_ISSUER)"), audience \(configuration.authAudience)"
+            )
+        } else {
+            logger.warning(
+                "user identity: taken from the request's user_id (development mode, no token verification); set SUPABASE_URL or SUPABASE_JWT_SECRET before exposing this service"
+            )
+        }
         let api = AgentAPI(
             agent: runtime.agent, repository: runtime.repository, database: runtime.database, metrics: runtime.metrics,
             configuration: configuration,
+            authenticator: Authenticator(verifier: runtime.verifier, metrics: runtime.metrics, logger: logger),
             logger: logger)
         let controllerBox = Mutex<ServiceController?>(nil)
         let app = Application(

@@ -39,6 +39,22 @@ struct ServiceConfiguration: Sendable {
     var pingIntervalSeconds = 15
     /// How long a completed reply's write to the database is retried before the turn is given up.
     var persistRetrySeconds = 30
+    /// `SUPABASE_URL` (`https://<ref>.supabase.co`, no trailing slash): the JWKS and the expected issuer derive from it.
+    var supabaseURL: String?
+    /// `SUPABASE_JWT_SECRET`: the legacy HS256 secret (its raw bytes are the HMAC key).
+    var supabaseJWTSecret: String?
+    /// `AUTH_AUDIENCE`: the `aud` every token must carry.
+    var authAudience = "authenticated"
+    /// `AUTH_ISSUER`: overrides the issuer derived from `SUPABASE_URL` (custom auth domains).
+    var authIssuer: String?
+    /// `AUTH_JWKS_TTL_SECONDS`: how long fetched signing keys count as fresh.
+    var authJWKSTTLSeconds = 300
+    /// Shortest time between refetches for an unknown `kid` (not settable from the environment; tests shorten it).
+    var authUnknownKeyRefetch = Duration.seconds(30)
+    /// `METRICS_TOKEN`: when set, `GET /metrics` requires `Authorization: Bearer <token>`.
+    var metricsToken: String?
+    /// `ALLOW_UNAUTHENTICATED`: allows development mode (identity from `user_id`) on a non-loopback address.
+    var allowUnauthenticated = false
     /// Pacing of the offline stub's replies (milliseconds between words), so streaming is visible without a key.
     var offlineStubDeltaIntervalMs = 40
 
@@ -114,6 +130,59 @@ struct ServiceConfiguration: Sendable {
             env, "PERSIST_RETRY_SECONDS", default: persistRetrySeconds, range: 0...3_600)
         offlineStubDeltaIntervalMs = try Self.integer(
             env, "OFFLINE_STUB_DELTA_MS", default: offlineStubDeltaIntervalMs, range: 0...10_000)
+        try readAuth(env)
+    }
+
+    private mutating func readAuth(_ env: AppEnvironment) throws {
+        if let url = env["SUPABASE_URL"] {
+            guard let parsed = URL(string: url), let scheme = parsed.scheme, ["http", "https"].contains(scheme),
+                parsed.host != nil, parsed.query == nil
+            else {
+                throw ConfigurationError(
+                    "SUPABASE_URL: '\(url)' is not the project URL (expected https://<project-ref>.supabase.co)")
+            }
+            var trimmed = url
+            while trimmed.hasSuffix("/") { trimmed.removeLast() }
+            if trimmed.hasSuffix("/auth/v1") { trimmed.removeLast("/auth/v1".count) }
+            supabaseURL = trimmed
+        }
+        if let secret = env["SUPABASE_JWT_SECRET"] {
+            guard secret.utf8.count >= 32 else {
+                throw ConfigurationError(
+                    "SUPABASE_JWT_SECRET: too short (\(secret.utf8.count) bytes); a Supabase JWT secret has at least 32 characters")
+            }
+            supabaseJWTSecret = secret
+        }
+        authAudience = env["AUTH_AUDIENCE"] ?? authAudience
+        if let issuer = env["AUTH_ISSUER"] {
+            guard let parsed = URL(string: issuer), parsed.scheme != nil, parsed.host != nil else {
+                throw ConfigurationError("AUTH_ISSUER: '\(issuer)' is not a URL (e.g. https://<ref>.supabase.co/auth/v1)")
+            }
+            authIssuer = issuer
+        }
+        authJWKSTTLSeconds = try Self.integer(env, "AUTH_JWKS_TTL_SECONDS", default: authJWKSTTLSeconds, range: 10...600)
+        if let token = env["METRICS_TOKEN"] {
+            guard token.utf8.count >= 16, token.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+                throw ConfigurationError("METRICS_TOKEN: use at least 16 visible ASCII characters")
+            }
+            metricsToken = token
+        }
+        allowUnauthenticated = try Self.boolean(env, "ALLOW_UNAUTHENTICATED", default: allowUnauthenticated)
+    }
+
+    /// True when requests must carry a verified Supabase access token.
+    var authEnabled: Bool { supabaseURL != nil || supabaseJWTSecret != nil }
+
+    /// The `iss` tokens must carry; nil (unchecked) only with the legacy secret alone and no `AUTH_ISSUER`.
+    var expectedIssuer: String? { authIssuer ?? supabaseURL.map { "\($0)/auth/v1" } }
+
+    /// Where the project's public signing keys are published.
+    var jwksURL: String? { supabaseURL.map { "\($0)/auth/v1/.well-known/jwks.json" } }
+
+    /// True for addresses only this machine can reach.
+    var listensOnLoopback: Bool {
+        let host = host.lowercased()
+        return host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
     }
 
     /// A configuration with every default, for tests and tools.

@@ -21,6 +21,23 @@ struct APIError: HTTPResponseError, Sendable {
         APIError(status: .badRequest, type: "invalid_request", message: message)
     }
 
+    /// 401 for a missing or rejected access token; `message` names the failed check.
+    static func unauthorized(_ message: String) -> APIError {
+        APIError(
+            status: .unauthorized, type: "unauthorized", message: message,
+            headers: [.wwwAuthenticate: #"Bearer error="invalid_token""#])
+    }
+
+    static let forbidden = APIError(
+        status: .forbidden, type: "forbidden",
+        message: "user_id does not match the signed-in user; omit it or send the token's own user id.")
+
+    /// 503 while the signing keys cannot be fetched: the token may well be valid.
+    static func authUnavailable(_ message: String) -> APIError {
+        APIError(
+            status: .serviceUnavailable, type: "auth_unavailable", message: message, headers: [.retryAfter: "5"])
+    }
+
     static let threadNotFound = APIError(
         status: .notFound, type: "not_found", message: "No such thread for this user.")
 

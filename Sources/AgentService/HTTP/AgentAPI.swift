@@ -12,6 +12,7 @@ struct AgentAPI: Sendable {
     let database: Database
     let metrics: ServiceMetrics
     let configuration: ServiceConfiguration
+    let authenticator: Authenticator
     let logger: Logger
 
     /// Paths and their methods, for 405 answers.
@@ -37,8 +38,14 @@ struct AgentAPI: Sendable {
         router.delete("threads/:thread_id") { request, context in try await self.deleteThread(request, context: context)
         }
         router.get("health") { request, context in await self.health() }
-        router.get("metrics") { _, _ in
-            Response(
+        router.get("metrics") { request, _ in
+            if let token = self.configuration.metricsToken {
+                let presented = (try? Authenticator.bearerToken(request.headers)) ?? ""
+                guard Authenticator.constantTimeEquals(presented, token) else {
+                    throw APIError.unauthorized("missing or wrong METRICS_TOKEN: send Authorization: Bearer <METRICS_TOKEN>")
+                }
+            }
+            return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: ByteBuffer(string: self.metrics.render(database: self.database.statistics))))
         }
@@ -50,6 +57,8 @@ struct AgentAPI: Sendable {
     private func startTurn(_ request: inout Request, context: BasicRequestContext) async throws -> TurnHandle {
         let arrival = ContinuousClock.now
         defer { metrics.admitted(after: .now - arrival) }
+        // Identity first: an unauthenticated request costs no body read and no parsing.
+        let identity = try await authenticator.identify(request)
         let body: ByteBuffer
         do {
             body = try await request.collectBody(upTo: configuration.maxBodyBytes)
@@ -58,10 +67,11 @@ struct AgentAPI: Sendable {
         }
         let query = try QueryRequest.parse(
             body: body, headers: request.headers, limits: .init(maxQuestionLength: configuration.maxQuestionLength))
+        let user = try identity.user(claimed: query.claimedUserID)
         do {
             return try await agent.startTurn(
                 TurnInput(
-                    userID: query.userID, threadID: query.threadID, question: query.question, timeZone: query.timeZone,
+                    userID: user, threadID: query.threadID, question: query.question, timeZone: query.timeZone,
                     idempotencyKey: query.idempotencyKey))
         } catch {
             throw Self.apiError(error)
@@ -150,11 +160,14 @@ struct AgentAPI: Sendable {
 
     // MARK: Threads
 
-    private func userID(_ request: Request) throws -> UUID {
-        guard let text = request.uri.queryParameters["user_id"].map(String.init) else {
+    /// The user a thread request acts for: the verified token's subject, or `?user_id=` in development mode.
+    private func userID(_ request: Request) async throws -> UUID {
+        let identity = try await authenticator.identify(request)
+        let claimed = request.uri.queryParameters["user_id"].map(String.init)
+        if case .development = identity, claimed == nil {
             throw APIError.invalid("user_id", "is required (query parameter)")
         }
-        return try QueryRequest.userID(text)
+        return try identity.user(claimed: claimed)
     }
 
     private func limit(_ request: Request) throws -> Int {
@@ -181,7 +194,7 @@ struct AgentAPI: Sendable {
     }
 
     private func listThreads(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let user = try userID(request)
+        let user = try await userID(request)
         let limit = try limit(request)
         var before: Date?
         if let text = request.uri.queryParameters["before"].map(String.init) {
@@ -205,7 +218,7 @@ struct AgentAPI: Sendable {
     }
 
     private func messages(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let user = try userID(request)
+        let user = try await userID(request)
         let limit = try limit(request)
         let threadID = try threadIDParameter(context)
         var beforeSeq: Int?
@@ -243,7 +256,7 @@ struct AgentAPI: Sendable {
     }
 
     private func deleteThread(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let user = try userID(request)
+        let user = try await userID(request)
         let threadID = try threadIDParameter(context)
         guard try await storeCall({ try await repository.deleteThread(userID: user, threadID: threadID) }) else {
             throw APIError.threadNotFound

@@ -8,7 +8,8 @@ import Hummingbird
 /// Every rejection names the field and what is accepted.
 struct QueryRequest: Sendable {
     var question: String
-    var userID: UUID
+    /// The `user_id` the body names, unchecked: the caller's identity decides what it must be (`RequestIdentity`).
+    var claimedUserID: String?
     var timeZone: TimeZone
     var threadID: String?
     var idempotencyKey: String?
@@ -39,12 +40,12 @@ struct QueryRequest: Sendable {
         }
 
         let question = try Self.question(object["question"], limits: limits)
-        let userID = try Self.userID(object["user_id"])
+        let claimedUserID = try Self.claimedUserID(object["user_id"])
         let timeZone = try Self.timeZone(object["user_timezone"])
         let threadID = try Self.threadID(object["thread_id"])
         let key = try Self.idempotencyKey(headers[.idempotencyKey])
         return QueryRequest(
-            question: question, userID: userID, timeZone: timeZone, threadID: threadID, idempotencyKey: key)
+            question: question, claimedUserID: claimedUserID, timeZone: timeZone, threadID: threadID, idempotencyKey: key)
     }
 
     static func question(_ value: Any?, limits: Limits) throws(APIError) -> String {
@@ -66,10 +67,10 @@ struct QueryRequest: Sendable {
         return text
     }
 
-    static func userID(_ value: Any?) throws(APIError) -> UUID {
-        guard let value, !(value is NSNull) else { throw .invalid("user_id", "is required") }
+    static func claimedUserID(_ value: Any?) throws(APIError) -> String? {
+        guard let value, !(value is NSNull) else { return nil }
         guard let text = value as? String else { throw .invalid("user_id", "must be a UUID string") }
-        return try userID(text)
+        return text
     }
 
     static func userID(_ text: String) throws(APIError) -> UUID {

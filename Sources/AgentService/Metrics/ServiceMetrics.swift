@@ -38,6 +38,9 @@ final class ServiceMetrics: Sendable {
     private static var turnsName: MetricNameDescriptor {
         name("turns", unit: "total", help: "Turns finished, by outcome.")
     }
+    private static var authFailuresName: MetricNameDescriptor {
+        name("auth_failures", unit: "total", help: "Requests refused by token verification, by failed check.")
+    }
     private static var upstreamErrorsName: MetricNameDescriptor {
         name("upstream_errors", unit: "total", help: "Claude errors by type, after the client's retries.")
     }
@@ -91,6 +94,11 @@ final class ServiceMetrics: Sendable {
 
     func turnFinished(outcome: String) {
         turnCounter(outcome).increment()
+    }
+
+    func authFailed(reason: String) {
+        registry.makeCounter(descriptor: Self.authFailuresName, labels: [("reason", Self.boundedLabel(reason))])
+            .increment()
     }
 
     func upstreamError(type: String) {

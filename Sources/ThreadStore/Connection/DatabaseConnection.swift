@@ -9,7 +9,8 @@ import Synchronization
 ///
 /// You get one inside `Database.withConnection` or `Database.transaction`; do not keep it after the closure returns.
 /// Every statement goes out as an unnamed extended-protocol statement (`PQexecParams`/`PQsendQueryParams`) with all
-/// values bound, and no session state is set, so it works behind transaction poolers.
+/// values bound, and no session state is set (per-user settings are transaction-local, see `asUser`), so it works
+/// behind transaction poolers.
 public final class DatabaseConnection {
     let handle: OpaquePointer
     let counters: DatabaseCounters
@@ -90,7 +91,14 @@ public final class DatabaseConnection {
             PQclear(result)
             if status == PGRES_PIPELINE_SYNC { break }
         }
-        if let firstError { throw firstError }
+        if let firstError {
+            // A batch that opened its own transaction (BEGIN ... COMMIT) is left in a failed transaction block after
+            // the sync; end it so the connection goes back to the pool clean.
+            if PQtransactionStatus(handle) != PQTRANS_IDLE, PQexitPipelineMode(handle) == 1, !isBroken {
+                PQclear(PQexec(handle, "ROLLBACK"))
+            }
+            throw firstError
+        }
         return results
     }
 

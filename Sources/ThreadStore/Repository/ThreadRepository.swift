@@ -1,7 +1,8 @@
 public import Foundation
 
 /// Chat threads and turns in Postgres. Every query is scoped by `user_id`: another user's thread id behaves exactly
-/// like a thread that does not exist.
+/// like a thread that does not exist. Each call for a user also runs under row-level security as that user
+/// (`UserScope`), in the same round trip, so the database enforces the boundary as well.
 public struct ThreadRepository: Sendable {
     let database: Database
 
@@ -76,7 +77,7 @@ public struct ThreadRepository: Sendable {
         let results: [QueryResult]
         do {
             let statements = batch
-            results = try await database.withConnection { try $0.pipeline(statements) }
+            results = try await database.withConnection { try $0.asUser(user, statements) }
         } catch let error as StoreError where error.sqlState == "23505" {
             let constraint = DatabaseConnection.constraintName(of: error)
             if constraint == "turns_user_idempotency_key", let key,
@@ -164,7 +165,7 @@ public struct ThreadRepository: Sendable {
             SELECT (SELECT count(*) FROM done),
                 EXISTS (SELECT 1 FROM turns WHERE id = \(turnID)::uuid AND user_id = \(userID)::uuid)
             """
-        let result = try await database.withConnection { try $0.query(query) }
+        let result = try await database.withConnection { try $0.asUser(userID, query) }
         guard result.bool(0, 1) == true else { throw StoreError(.notFound, "no such turn for this user") }
         return result.int(0, 0) == 1
     }
@@ -174,7 +175,8 @@ public struct ThreadRepository: Sendable {
     public func renewLease(turnID: UUID, userID: UUID, lease: Duration) async throws {
         let seconds = Validation.seconds(lease)
         let result = try await database.withConnection {
-            try $0.query(
+            try $0.asUser(
+                userID,
                 """
                 UPDATE turns SET lease_until = now() + \(seconds)::float8 * interval '1 second'
                 WHERE id = \(turnID)::uuid AND user_id = \(userID)::uuid AND status = 'streaming'
@@ -187,7 +189,8 @@ public struct ThreadRepository: Sendable {
     public func listThreads(userID: UUID, limit: Int, before: Date?) async throws -> [ThreadSummary] {
         guard limit >= 0 else { throw StoreError(.invalidArgument, "limit must not be negative") }
         let result = try await database.withConnection {
-            try $0.query(
+            try $0.asUser(
+                userID,
                 """
                 SELECT th.id, th.title, extract(epoch FROM th.created_at)::text, extract(epoch FROM th.updated_at)::text,
                     (SELECT count(*) FROM turns t WHERE t.user_id = th.user_id AND t.thread_id = th.id)
@@ -213,7 +216,8 @@ public struct ThreadRepository: Sendable {
         guard limit >= 0 else { throw StoreError(.invalidArgument, "limit must not be negative") }
         try StoreError.checkText(threadID, field: "threadID")
         let result = try await database.withConnection {
-            try $0.query(
+            try $0.asUser(
+                userID,
                 """
                 SELECT \(unsafeRaw: Rows.turnColumns(alias: "t"))
                 FROM threads th LEFT JOIN LATERAL (
@@ -232,9 +236,9 @@ public struct ThreadRepository: Sendable {
     /// One turn by id, or nil when it does not exist for this user.
     public func turn(userID: UUID, id: UUID) async throws -> Turn? {
         let result = try await database.withConnection {
-            try $0.query(
-                "SELECT \(unsafeRaw: Rows.turnColumns()) FROM turns WHERE user_id = \(userID)::uuid AND id = \(id)::uuid"
-            )
+            try $0.asUser(
+                userID,
+                "SELECT \(unsafeRaw: Rows.turnColumns()) FROM turns WHERE user_id = \(userID)::uuid AND id = \(id)::uuid")
         }
         return result.rows.first.flatMap(Rows.turn)
     }
@@ -243,7 +247,8 @@ public struct ThreadRepository: Sendable {
     public func turn(userID: UUID, idempotencyKey: String) async throws -> Turn? {
         try StoreError.checkText(idempotencyKey, field: "idempotencyKey")
         let result = try await database.withConnection {
-            try $0.query(
+            try $0.asUser(
+                userID,
                 """
                 SELECT \(unsafeRaw: Rows.turnColumns()) FROM turns
                 WHERE user_id = \(userID)::uuid AND idempotency_key = \(idempotencyKey)
@@ -257,7 +262,7 @@ public struct ThreadRepository: Sendable {
     public func deleteThread(userID: UUID, threadID: String) async throws -> Bool {
         try StoreError.checkText(threadID, field: "threadID")
         let result = try await database.withConnection {
-            try $0.query("DELETE FROM threads WHERE user_id = \(userID)::uuid AND id = \(threadID)")
+            try $0.asUser(userID, "DELETE FROM threads WHERE user_id = \(userID)::uuid AND id = \(threadID)")
         }
         return result.affectedRows > 0
     }
