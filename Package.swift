@@ -154,6 +154,7 @@ let package = Package(
                 "AgentService", "ThreadStore", "Claude", "ClaudeStub", "TestSupport", "SupabaseAuth",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
             ],
             swiftSettings: swiftSettings

@@ -23,6 +23,8 @@ final class JWKSCache: Sendable {
         var keys: [String: Key] = [:]
         var fetchedAt: ContinuousClock.Instant?
         var lastAttempt: ContinuousClock.Instant?
+        /// The last refetch an unknown `kid` caused (rate-limited separately from routine refreshes).
+        var lastUnknownKeyRefetch: ContinuousClock.Instant?
         var inFlight: Task<Void, Never>?
     }
 
@@ -63,7 +65,10 @@ final class JWKSCache: Sendable {
             if state.fetchedAt == nil {
                 return mayAttempt(state, now, interval: failedFetchRetryInterval) ? .fetchAndRetry : .unavailable
             }
-            return mayAttempt(state, now, interval: unknownKeyRefetchInterval) ? .fetchAndRetry : .reject
+            if state.inFlight != nil { return .fetchAndRetry }
+            if let last = state.lastUnknownKeyRefetch, now - last < unknownKeyRefetchInterval { return .reject }
+            state.lastUnknownKeyRefetch = now
+            return .fetchAndRetry
         }
         switch plan {
         case .use(let key, let refresh):

@@ -159,7 +159,7 @@ func temporaryMigrationsFolder() throws -> URL {
         #expect(try await countRows(conninfo, "SELECT count(*) FROM pg_class WHERE relname = 'half_done'") == 0)
     }
 
-    @Test("where Supabase's auth schema exists, the tables get RLS policies for authenticated users")
+    @Test("where Supabase's auth schema exists, authenticated users get read and delete policies only")
     func rowLevelSecurityOnSupabase() async throws {
         let conninfo = try await TestPostgres.emptyDatabase()
         let database = Database(
@@ -168,7 +168,7 @@ func temporaryMigrationsFolder() throws -> URL {
             try connection.query(
                 """
                 DO $$ BEGIN
-                  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
+                  BEGIN CREATE ROLE authenticated NOLOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;
                 END $$
                 """)
             try connection.query("CREATE SCHEMA auth")
@@ -178,16 +178,29 @@ func temporaryMigrationsFolder() throws -> URL {
         }
         await database.close()
         _ = try await Migrator(conninfo: conninfo, logger: TestPostgres.logger).run()
+        // The first wave's FOR ALL policies were replaced: SELECT and DELETE for authenticated, ALL for the service role.
         #expect(
-            try await countRows(conninfo, "SELECT count(*) FROM pg_policies WHERE tablename IN ('threads', 'turns')")
-                == 2)
+            try await countRows(
+                conninfo,
+                "SELECT count(*) FROM pg_policies WHERE tablename IN ('threads', 'turns') AND 'authenticated' = ANY(roles) AND cmd IN ('SELECT', 'DELETE')"
+            ) == 4)
+        #expect(
+            try await countRows(
+                conninfo,
+                "SELECT count(*) FROM pg_policies WHERE 'authenticated' = ANY(roles) AND cmd NOT IN ('SELECT', 'DELETE')")
+                == 0)
+        #expect(
+            try await countRows(conninfo, "SELECT count(*) FROM pg_policies WHERE 'agent_service_user' = ANY(roles)") == 2)
         #expect(
             try await countRows(
                 conninfo, "SELECT count(*) FROM pg_class WHERE relname IN ('threads', 'turns') AND relrowsecurity") == 2
         )
-        // On plain Postgres (every other test database) there are none.
+        // Plain Postgres gets RLS and the service role's policies too.
         let plain = try await TestPostgres.emptyDatabase()
         _ = try await Migrator(conninfo: plain, logger: TestPostgres.logger).run()
-        #expect(try await countRows(plain, "SELECT count(*) FROM pg_policies") == 0)
+        #expect(try await countRows(plain, "SELECT count(*) FROM pg_policies WHERE 'agent_service_user' = ANY(roles)") == 2)
+        #expect(
+            try await countRows(
+                plain, "SELECT count(*) FROM pg_class WHERE relname IN ('threads', 'turns') AND relrowsecurity") == 2)
     }
 }

@@ -131,7 +131,7 @@ struct SupabaseDataAPITests {
                 END $$;
                 CREATE SCHEMA auth;
                 CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS $$
-                    SELECT nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub' $$;
+                    SELECT (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')::uuid $$;
                 GRANT USAGE ON SCHEMA public, auth TO anon, authenticated;
                 -- Supabase grants every new public table to these roles by default.
                 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated;
@@ -163,7 +163,16 @@ struct SupabaseDataAPITests {
     @Test("signed-in users may read and delete their own rows through the Data API, never insert or update; anon gets nothing")
     func dataAPIPermissions() async throws {
         let (_, database) = try await supabaseShapedDatabase()
-        defer { Task { await database.close() } }
+        do {
+            try await checkDataAPIPermissions(database)
+        } catch {
+            await database.close()
+            throw error
+        }
+        await database.close()
+    }
+
+    private func checkDataAPIPermissions(_ database: Database) async throws {
         let repository = ThreadRepository(database: database)
         let alice = UUID()
         let bob = UUID()

@@ -100,7 +100,7 @@ final class AgentRuntime: Sendable {
             configuration: .init(
                 jwksURL: configuration.jwksURL, hmacSecret: configuration.supabaseJWTSecret.map { Array($0.utf8) },
                 issuer: configuration.expectedIssuer, audience: configuration.authAudience,
-                jwksTTL: .seconds(configuration.authJWKSTTLSeconds),
+                jwksTTL: configuration.authJWKSTTL,
                 unknownKeyRefetchInterval: configuration.authUnknownKeyRefetch),
             fetch: { url in
                 guard let client else { throw HTTPClientError(kind: .invalidRequest, message: "no JWKS client") }

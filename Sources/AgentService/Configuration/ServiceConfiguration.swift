@@ -48,7 +48,7 @@ struct ServiceConfiguration: Sendable {
     /// `AUTH_ISSUER`: overrides the issuer derived from `SUPABASE_URL` (custom auth domains).
     var authIssuer: String?
     /// `AUTH_JWKS_TTL_SECONDS`: how long fetched signing keys count as fresh.
-    var authJWKSTTLSeconds = 300
+    var authJWKSTTL = Duration.seconds(300)
     /// Shortest time between refetches for an unknown `kid` (not settable from the environment; tests shorten it).
     var authUnknownKeyRefetch = Duration.seconds(30)
     /// `METRICS_TOKEN`: when set, `GET /metrics` requires `Authorization: Bearer <token>`.
@@ -160,7 +160,7 @@ struct ServiceConfiguration: Sendable {
             }
             authIssuer = issuer
         }
-        authJWKSTTLSeconds = try Self.integer(env, "AUTH_JWKS_TTL_SECONDS", default: authJWKSTTLSeconds, range: 10...600)
+        authJWKSTTL = .seconds(try Self.integer(env, "AUTH_JWKS_TTL_SECONDS", default: 300, range: 10...600))
         if let token = env["METRICS_TOKEN"] {
             guard token.utf8.count >= 16, token.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
                 throw ConfigurationError("METRICS_TOKEN: use at least 16 visible ASCII characters")
