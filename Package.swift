@@ -113,6 +113,7 @@ let package = Package(
                 "ThreadStore",
                 "SupabaseAuth",
                 .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
                 "Claude",
                 "ClaudeStub",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -24,6 +24,9 @@ struct StoreBenchmark: AsyncParsableCommand {
     @Option(help: "Connection pool size.")
     var poolSize = 4
 
+    @Flag(help: "Leave row-level security out (each user's statements run as the table owner), to measure its cost.")
+    var withoutRowSecurity = false
+
     func run() async throws {
         var logger = Logger(label: "agent-bench.store")
         logger.logLevel = .warning
@@ -52,7 +55,7 @@ struct StoreBenchmark: AsyncParsableCommand {
             configuration: DatabaseConfiguration(
                 conninfo: conninfo, poolSize: poolSize, applicationName: "agent-bench"),
             logger: logger)
-        let repository = ThreadRepository(database: database)
+        let repository = ThreadRepository(database: database, rowSecurity: !withoutRowSecurity)
         let user = UUID()
         let clock = ContinuousClock()
 
@@ -94,7 +97,7 @@ struct StoreBenchmark: AsyncParsableCommand {
             return sorted[min(sorted.count - 1, Int((Double(sorted.count) * fraction).rounded(.up)) - 1)]
         }
         let turns = Double(max(1, calls))
-        print("agent-bench store: \(calls) turns over \(threads) threads, pool \(poolSize), sequential, on \(place)")
+        print("agent-bench store: \(calls) turns over \(threads) threads, pool \(poolSize), sequential, row-level security \(withoutRowSecurity ? "off" : "on"), on \(place)")
         print(
             "  beginTurn     median \(milliseconds(percentile(begins, 0.5)))  p99 \(milliseconds(percentile(begins, 0.99)))"
         )

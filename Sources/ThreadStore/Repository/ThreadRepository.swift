@@ -5,9 +5,17 @@ public import Foundation
 /// (`UserScope`), in the same round trip, so the database enforces the boundary as well.
 public struct ThreadRepository: Sendable {
     let database: Database
+    /// Run each user's statements under row-level security as that user (always, outside benchmarks).
+    let rowSecurity: Bool
 
     public init(database: Database) {
+        self.init(database: database, rowSecurity: true)
+    }
+
+    /// A repository that can leave row-level security out, so a benchmark can measure what it costs.
+    package init(database: Database, rowSecurity: Bool) {
         self.database = database
+        self.rowSecurity = rowSecurity
     }
 
     /// Stores the question as a `streaming` turn (creating the thread if new, first marking an expired-lease streaming
@@ -77,7 +85,7 @@ public struct ThreadRepository: Sendable {
         let results: [QueryResult]
         do {
             let statements = batch
-            results = try await database.withConnection { try $0.asUser(user, statements) }
+            results = try await database.withConnection { try $0.asUser(rowSecurity: rowSecurity, user, statements) }
         } catch let error as StoreError where error.sqlState == "23505" {
             let constraint = DatabaseConnection.constraintName(of: error)
             if constraint == "turns_user_idempotency_key", let key,
@@ -165,7 +173,7 @@ public struct ThreadRepository: Sendable {
             SELECT (SELECT count(*) FROM done),
                 EXISTS (SELECT 1 FROM turns WHERE id = \(turnID)::uuid AND user_id = \(userID)::uuid)
             """
-        let result = try await database.withConnection { try $0.asUser(userID, query) }
+        let result = try await database.withConnection { try $0.asUser(rowSecurity: rowSecurity, userID, query) }
         guard result.bool(0, 1) == true else { throw StoreError(.notFound, "no such turn for this user") }
         return result.int(0, 0) == 1
     }
@@ -176,7 +184,7 @@ public struct ThreadRepository: Sendable {
         let seconds = Validation.seconds(lease)
         let result = try await database.withConnection {
             try $0.asUser(
-                userID,
+                rowSecurity: rowSecurity, userID,
                 """
                 UPDATE turns SET lease_until = now() + \(seconds)::float8 * interval '1 second'
                 WHERE id = \(turnID)::uuid AND user_id = \(userID)::uuid AND status = 'streaming'
@@ -190,7 +198,7 @@ public struct ThreadRepository: Sendable {
         guard limit >= 0 else { throw StoreError(.invalidArgument, "limit must not be negative") }
         let result = try await database.withConnection {
             try $0.asUser(
-                userID,
+                rowSecurity: rowSecurity, userID,
                 """
                 SELECT th.id, th.title, extract(epoch FROM th.created_at)::text, extract(epoch FROM th.updated_at)::text,
                     (SELECT count(*) FROM turns t WHERE t.user_id = th.user_id AND t.thread_id = th.id)
@@ -217,7 +225,7 @@ public struct ThreadRepository: Sendable {
         try StoreError.checkText(threadID, field: "threadID")
         let result = try await database.withConnection {
             try $0.asUser(
-                userID,
+                rowSecurity: rowSecurity, userID,
                 """
                 SELECT \(unsafeRaw: Rows.turnColumns(alias: "t"))
                 FROM threads th LEFT JOIN LATERAL (
@@ -237,7 +245,7 @@ public struct ThreadRepository: Sendable {
     public func turn(userID: UUID, id: UUID) async throws -> Turn? {
         let result = try await database.withConnection {
             try $0.asUser(
-                userID,
+                rowSecurity: rowSecurity, userID,
                 "SELECT \(unsafeRaw: Rows.turnColumns()) FROM turns WHERE user_id = \(userID)::uuid AND id = \(id)::uuid")
         }
         return result.rows.first.flatMap(Rows.turn)
@@ -248,7 +256,7 @@ public struct ThreadRepository: Sendable {
         try StoreError.checkText(idempotencyKey, field: "idempotencyKey")
         let result = try await database.withConnection {
             try $0.asUser(
-                userID,
+                rowSecurity: rowSecurity, userID,
                 """
                 SELECT \(unsafeRaw: Rows.turnColumns()) FROM turns
                 WHERE user_id = \(userID)::uuid AND idempotency_key = \(idempotencyKey)
@@ -262,7 +270,7 @@ public struct ThreadRepository: Sendable {
     public func deleteThread(userID: UUID, threadID: String) async throws -> Bool {
         try StoreError.checkText(threadID, field: "threadID")
         let result = try await database.withConnection {
-            try $0.asUser(userID, "DELETE FROM threads WHERE user_id = \(userID)::uuid AND id = \(threadID)")
+            try $0.asUser(rowSecurity: rowSecurity, userID, "DELETE FROM threads WHERE user_id = \(userID)::uuid AND id = \(threadID)")
         }
         return result.affectedRows > 0
     }
