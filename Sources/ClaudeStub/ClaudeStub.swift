@@ -154,7 +154,7 @@ public final class ClaudeStub: Sendable {
         let headers = request.headers.map { (name: $0.name.canonicalName, value: $0.value) }
         let parsed = StubRequest(headers: headers, body: body)
         let lastUser = parsed.messages.last { $0.role == "user" }?.text ?? ""
-        let (directive, cleanText) = StubDirective.parse(lastUser)
+        let (directive, cleanText) = configuration.honorsDirectives ? StubDirective.parse(lastUser) : (nil, lastUser)
         var bodyHasher = Hasher()
         bodyHasher.combine(body)
         let bodyKey = bodyHasher.finalize()

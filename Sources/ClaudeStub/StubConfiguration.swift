@@ -16,6 +16,10 @@ public struct StubConfiguration: Sendable {
     public var embedTimestamps: Bool
     /// Model name reported when the request names none.
     public var defaultModel: String
+    /// Whether `[[stub:…]]` directives in the last user message select scenarios (tests). The service's offline stub
+    /// turns them off unless `OFFLINE_STUB_DIRECTIVES=true`, so users cannot steer it. Directives are bounded either
+    /// way (`StubDirective.maximumDeltas`, `.maximumDelay`).
+    public var honorsDirectives: Bool
 
     /// Creates a configuration.
     public init(
@@ -25,8 +29,10 @@ public struct StubConfiguration: Sendable {
         pingEvery: Int? = nil,
         padJSON: Bool = false,
         embedTimestamps: Bool = false,
-        defaultModel: String = "claude-stub-1"
+        defaultModel: String = "claude-stub-1",
+        honorsDirectives: Bool = true
     ) {
+        self.honorsDirectives = honorsDirectives
         self.firstDeltaDelay = firstDeltaDelay
         self.deltaInterval = deltaInterval
         self.deltaCount = deltaCount

@@ -21,8 +21,12 @@ import Foundation
 /// | `lines lf\|crlf\|cr` | the default reply with that line ending |
 /// | `chunks A-B` | the default reply with writes split into A…B byte pieces |
 ///
-/// Unknown commands are ignored (the default reply is sent).
+/// Unknown commands are ignored (the default reply is sent). Counts are capped at `maximumDeltas` and delays at
+/// `maximumDelay`, so no directive can make the stub (or the service relaying it) grow without bound.
 enum StubDirective {
+    static let maximumDeltas = 10_000
+    static let maximumDelay = 10_000  // milliseconds
+
     /// Finds a directive in `text`; returns the scenario and the text without the directive.
     static func parse(_ text: String) -> (StubScenario?, String) {
         guard let open = text.range(of: "[[stub:"),
@@ -36,11 +40,11 @@ enum StubDirective {
         rest = rest.trimmingSpaces()
         let words = command.split(separator: " ").map(String.init)
         guard let head = words.first else { return (nil, rest) }
-        let int: (Int) -> Int? = { words.count > $0 ? Int(words[$0]) : nil }
+        let int: (Int) -> Int? = { words.count > $0 ? Int(words[$0]).map { min(max($0, 0), maximumDeltas) } : nil }
         let scenario: StubScenario?
         switch head {
         case "error":
-            scenario = int(1).map {
+            scenario = int(1).flatMap { (100...599).contains($0) ? $0 : nil }.map {
                 StubScenario.httpError(
                     status: $0, type: words.count > 2 ? words[2] : nil, message: "stub directive error \($0)")
             }
@@ -55,7 +59,7 @@ enum StubDirective {
         case "stall":
             scenario = int(2).map { StubScenario.stall(afterDeltas: $0) }
         case "slow":
-            let ms = words.count > 1 ? Int(words[1].replacingSuffix("ms")) : nil
+            let ms = words.count > 1 ? Int(words[1].replacingSuffix("ms")).map { min(max($0, 0), maximumDelay) } : nil
             if let ms, let count = int(3) {
                 scenario = StubScenario.reply().paced(deltaInterval: .milliseconds(ms), deltaCount: count)
             } else {

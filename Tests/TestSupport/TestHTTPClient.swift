@@ -195,9 +195,12 @@ final class Connection: @unchecked Sendable {
         defer { lock.unlock() }
         guard !closed else { return }
         closed = true
+        // shutdown wakes a reader blocked in recv with EOF; the descriptor itself is closed only in deinit, so its
+        // number cannot be reused by a new connection while a reader thread of this one may still call recv on it.
         shutdown(fd, Int32(SHUT_RDWR))
-        Glibc.close(fd)
     }
+
+    deinit { Glibc.close(fd) }
 
     /// Runs blocking work on a fresh thread and resumes with its result.
     private func onThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {

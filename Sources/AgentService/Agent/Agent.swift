@@ -27,6 +27,8 @@ enum AgentError: Error, Sendable {
     case storeUnavailable(any Error)
     /// The input cannot be stored (e.g. a NUL byte); names the field.
     case invalidInput(field: String, message: String)
+    /// Too many turns run already (`perUser`: this user's; else the whole service's).
+    case tooManyTurns(perUser: Bool, limit: Int)
 }
 
 /// The agent layer: one turn of DESIGN.md, independent of HTTP so the CLI runs the very same code.
@@ -66,7 +68,22 @@ final class Agent: Sendable {
     /// A repeated `idempotencyKey` returns the earlier turn instead: replayed from the database when it has
     /// finished, `turnInProgress` while it is still streaming.
     func startTurn(_ input: TurnInput) async throws(AgentError) -> TurnHandle {
-        guard !supervisor.isDraining else { throw .shuttingDown }
+        do throws(TurnSupervisor.Refusal) {
+            try supervisor.admit(userID: input.userID)
+        } catch {
+            switch error {
+            case .draining: throw .shuttingDown
+            case .tooManyTurns(let limit):
+                metrics.turnRefused(reason: "max_active_turns")
+                throw .tooManyTurns(perUser: false, limit: limit)
+            case .tooManyTurnsForUser(let limit):
+                metrics.turnRefused(reason: "max_active_turns_per_user")
+                throw .tooManyTurns(perUser: true, limit: limit)
+            }
+        }
+        // The admission ends with the turn (launch hands it over) or here, on every other way out.
+        var launched = false
+        defer { if !launched { supervisor.release(userID: input.userID) } }
         let threadID = input.threadID ?? UUID().uuidString.lowercased()
         let begun: BeginTurnResult
         do {
@@ -96,6 +113,7 @@ final class Agent: Sendable {
             if let model = input.model { effective.model = model }
             let context = TurnContext(
                 userID: input.userID, threadID: threadID, turnID: started.turnID, request: effective)
+            launched = true
             guard
                 let events = supervisor.launch(
                     turnID: started.turnID, userID: input.userID,

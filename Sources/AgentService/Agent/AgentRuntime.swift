@@ -45,6 +45,7 @@ final class AgentRuntime: Sendable {
         } else {
             var stubConfiguration = StubConfiguration()
             stubConfiguration.deltaInterval = .milliseconds(configuration.offlineStubDeltaIntervalMs)
+            stubConfiguration.honorsDirectives = configuration.offlineStubDirectives
             var stubLogger = logger
             stubLogger.logLevel = max(logger.logLevel, .warning)
             let offline = ClaudeStub(configuration: stubConfiguration, logger: stubLogger)
@@ -60,7 +61,10 @@ final class AgentRuntime: Sendable {
         let repository = ThreadRepository(database: database)
         let metrics = ServiceMetrics()
         let lease = Duration.seconds(configuration.leaseSeconds)
-        let supervisor = TurnSupervisor(pingInterval: .seconds(configuration.pingIntervalSeconds), logger: logger) {
+        let supervisor = TurnSupervisor(
+            pingInterval: .seconds(configuration.pingIntervalSeconds), maxTurns: configuration.maxActiveTurns,
+            maxTurnsPerUser: configuration.maxActiveTurnsPerUser, logger: logger
+        ) {
             running in
             // Renew the lease of turns streaming for over a third of it. Only long replies get here: a typical
             // turn finishes well before and touches the database exactly twice.

@@ -38,9 +38,23 @@ final class TurnSupervisor: Service, Sendable {
         var slots: [UUID: Slot] = [:]
         var draining = false
         var idleWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Turns admitted and not yet finished (beginning in the database, or running), in all and per user.
+        var admitted = 0
+        var admittedPerUser: [UUID: Int] = [:]
+    }
+
+    /// Why `admit` refused a turn.
+    enum Refusal: Error, Sendable {
+        case draining
+        /// `MAX_ACTIVE_TURNS` turns run already.
+        case tooManyTurns(limit: Int)
+        /// The user runs `MAX_ACTIVE_TURNS_PER_USER` turns already.
+        case tooManyTurnsForUser(limit: Int)
     }
 
     private let state = Mutex(State())
+    private let maxTurns: Int
+    private let maxTurnsPerUser: Int
     private let pingInterval: Duration
     private let logger: Logger
     /// A running turn as seen by the periodic tick.
@@ -53,7 +67,12 @@ final class TurnSupervisor: Service, Sendable {
     /// Called with every running turn roughly once per `pingInterval`, e.g. to renew leases.
     private let onTick: @Sendable ([RunningTurn]) async -> Void
 
-    init(pingInterval: Duration, logger: Logger, onTick: @escaping @Sendable ([RunningTurn]) async -> Void = { _ in }) {
+    init(
+        pingInterval: Duration, maxTurns: Int = .max, maxTurnsPerUser: Int = .max, logger: Logger,
+        onTick: @escaping @Sendable ([RunningTurn]) async -> Void = { _ in }
+    ) {
+        self.maxTurns = maxTurns
+        self.maxTurnsPerUser = maxTurnsPerUser
         self.pingInterval = pingInterval
         self.logger = logger
         self.onTick = onTick
@@ -65,9 +84,38 @@ final class TurnSupervisor: Service, Sendable {
     /// True once shutdown has begun; new turns are refused.
     var isDraining: Bool { state.withLock { $0.draining } }
 
-    /// Starts `operation` as a supervised turn and returns the stream of its events.
+    /// Reserves a place for one more turn of `userID`, before anything is written. Every admission ends with exactly
+    /// one `launch` (the turn's end releases it) or one `release`.
+    func admit(userID: UUID) throws(Refusal) {
+        let refusal: Refusal? = state.withLock { state in
+            if state.draining { return .draining }
+            if state.admitted >= maxTurns { return .tooManyTurns(limit: maxTurns) }
+            let mine = state.admittedPerUser[userID, default: 0]
+            if mine >= maxTurnsPerUser { return .tooManyTurnsForUser(limit: maxTurnsPerUser) }
+            state.admitted += 1
+            state.admittedPerUser[userID] = mine + 1
+            return nil
+        }
+        if let refusal { throw refusal }
+    }
+
+    /// Gives back an admission that did not become a running turn.
+    func release(userID: UUID) {
+        state.withLock { Self.release(userID, in: &$0) }
+    }
+
+    private static func release(_ userID: UUID, in state: inout State) {
+        state.admitted -= 1
+        let mine = state.admittedPerUser[userID, default: 1] - 1
+        state.admittedPerUser[userID] = mine > 0 ? mine : nil
+    }
+
+    /// Turns admitted now (running, or still beginning), for tests and metrics.
+    var admittedCount: Int { state.withLock { $0.admitted } }
+
+    /// Starts `operation` as a supervised turn and returns the stream of its events; uses the admission `admit` gave.
     ///
-    /// Returns nil when the service is shutting down. The stream buffers without limit (a reply is bounded by
+    /// Returns nil (and releases the admission) when the service is shutting down. The stream buffers without limit (a reply is bounded by
     /// `max_tokens`), so a slow or departed listener never slows the turn.
     func launch(
         turnID: UUID,
@@ -78,7 +126,10 @@ final class TurnSupervisor: Service, Sendable {
         let slot = Slot(
             id: turnID, userID: userID, continuation: continuation, now: DispatchTime.now().uptimeNanoseconds)
         let admitted = state.withLock { state -> Bool in
-            guard !state.draining else { return false }
+            guard !state.draining else {
+                Self.release(userID, in: &state)
+                return false
+            }
             state.slots[turnID] = slot
             return true
         }
@@ -97,7 +148,7 @@ final class TurnSupervisor: Service, Sendable {
 
     private func finished(_ id: UUID) {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            state.slots[id] = nil
+            if let slot = state.slots.removeValue(forKey: id) { Self.release(slot.userID, in: &state) }
             guard state.slots.isEmpty else { return [] }
             defer { state.idleWaiters = [] }
             return state.idleWaiters

@@ -131,6 +131,8 @@ struct ChatCommand: AsyncParsableCommand {
         case .shuttingDown: return "shutting down"
         case .storeUnavailable(let store): return "database unavailable (\(store))"
         case .invalidInput(let field, let message): return "\(field): \(message)"
+        case .tooManyTurns(let perUser, let limit):
+            return perUser ? "this user already runs \(limit) replies" : "the service already runs \(limit) replies"
         }
     }
 

@@ -48,7 +48,17 @@ struct ServeCommand: AsyncParsableCommand {
                 "refusing to listen on \(configuration.host) without authentication: anyone could read or write any user's threads; set SUPABASE_URL or SUPABASE_JWT_SECRET (or ALLOW_UNAUTHENTICATED=true for a trusted network)"
             )
         }
+        if configuration.usesOfflineStub, !configuration.listensOnLoopback, !configuration.allowOfflineStubInPublic {
+            CLI.fail(
+                "refusing to serve the offline stub on \(configuration.host): users would get echo replies stored as real ones; set ANTHROPIC_API_KEY (or CLAUDE_OFFLINE_STUB=true to serve the stub anyway)"
+            )
+        }
         let logger = CLI.bootstrapLogging(level: configuration.logLevel)
+        if configuration.databaseURL == nil, !configuration.listensOnLoopback {
+            logger.warning(
+                "DATABASE_URL is not set: serving \(configuration.host) from the EMBEDDED local PostgreSQL under .agent-service/ (one machine, no backups); set DATABASE_URL for production"
+            )
+        }
 
         let runtime: AgentRuntime
         do {

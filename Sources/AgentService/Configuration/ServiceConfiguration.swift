@@ -55,6 +55,19 @@ struct ServiceConfiguration: Sendable {
     var metricsToken: String?
     /// `ALLOW_UNAUTHENTICATED`: allows development mode (identity from `user_id`) on a non-loopback address.
     var allowUnauthenticated = false
+    /// `OFFLINE_STUB_DIRECTIVES`: let `[[stub:…]]` directives in questions steer the offline stub (testing only).
+    var offlineStubDirectives = false
+    /// `CLAUDE_OFFLINE_STUB`: explicitly allow the offline stub on a non-loopback address.
+    var allowOfflineStubInPublic = false
+    /// `MAX_ACTIVE_TURNS`: turns running at once in this process (their clients may have left); more get 429.
+    var maxActiveTurns = 1_000
+    /// `MAX_ACTIVE_TURNS_PER_USER`: turns one user may run at once; more get 429.
+    var maxActiveTurnsPerUser = 4
+    /// `MAX_CONNECTIONS`: open client connections; beyond it new connections wait in the listen backlog.
+    var maxConnections = 4_096
+    /// `REQUEST_READ_TIMEOUT_SECONDS`: a request's head and body must arrive within this; an idle keep-alive
+    /// connection is closed after it too.
+    var requestReadTimeoutSeconds = 10
     /// Pacing of the offline stub's replies (milliseconds between words), so streaming is visible without a key.
     var offlineStubDeltaIntervalMs = 40
 
@@ -131,6 +144,21 @@ struct ServiceConfiguration: Sendable {
         offlineStubDeltaIntervalMs = try Self.integer(
             env, "OFFLINE_STUB_DELTA_MS", default: offlineStubDeltaIntervalMs, range: 0...10_000)
         try readAuth(env)
+        offlineStubDirectives = try Self.boolean(env, "OFFLINE_STUB_DIRECTIVES", default: offlineStubDirectives)
+        allowOfflineStubInPublic = try Self.boolean(env, "CLAUDE_OFFLINE_STUB", default: allowOfflineStubInPublic)
+        maxActiveTurns = try Self.integer(env, "MAX_ACTIVE_TURNS", default: maxActiveTurns, range: 1...100_000)
+        maxActiveTurnsPerUser = try Self.integer(
+            env, "MAX_ACTIVE_TURNS_PER_USER", default: maxActiveTurnsPerUser, range: 1...10_000)
+        maxConnections = try Self.integer(env, "MAX_CONNECTIONS", default: maxConnections, range: 1...1_000_000)
+        requestReadTimeoutSeconds = try Self.integer(
+            env, "REQUEST_READ_TIMEOUT_SECONDS", default: requestReadTimeoutSeconds, range: 1...600)
+        // Leases are renewed every third of their length; pings must come well inside that so a quiet stream is never
+        // the one thing keeping a proxy connection open past the lease.
+        guard pingIntervalSeconds * 2 <= leaseSeconds else {
+            throw ConfigurationError(
+                "SSE_PING_SECONDS: \(pingIntervalSeconds) is not much shorter than TURN_LEASE_SECONDS (\(leaseSeconds)); use at most half of it"
+            )
+        }
     }
 
     private mutating func readAuth(_ env: AppEnvironment) throws {

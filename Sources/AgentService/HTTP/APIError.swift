@@ -51,6 +51,15 @@ struct APIError: HTTPResponseError, Sendable {
             message: "A turn with this Idempotency-Key (\(turnID.uuidString.lowercased())) is still streaming.")
     }
 
+    static func tooManyTurns(perUser: Bool, limit: Int) -> APIError {
+        APIError(
+            status: .tooManyRequests, type: "too_many_turns",
+            message: perUser
+                ? "You already have \(limit) replies running; wait for one to finish (its done event) and send again."
+                : "The service is running its maximum of \(limit) replies; retry shortly.",
+            headers: [.retryAfter: perUser ? "5" : "2"])
+    }
+
     static let shuttingDown = APIError(
         status: .serviceUnavailable, type: "shutting_down",
         message: "The service is shutting down; retry shortly.", headers: [.retryAfter: "2"])

@@ -85,6 +85,7 @@ struct AgentAPI: Sendable {
         case .shuttingDown: return .shuttingDown
         case .storeUnavailable: return .databaseUnavailable
         case .invalidInput(let field, let message): return .invalid(field, message)
+        case .tooManyTurns(let perUser, let limit): return .tooManyTurns(perUser: perUser, limit: limit)
         }
     }
 

@@ -96,6 +96,13 @@ final class ServiceMetrics: Sendable {
         turnCounter(outcome).increment()
     }
 
+    func turnRefused(reason: String) {
+        registry.makeCounter(
+            descriptor: Self.name("turns_refused", unit: "total", help: "Turns refused at admission (429), by limit."),
+            labels: [("reason", Self.boundedLabel(reason))]
+        ).increment()
+    }
+
     func authFailed(reason: String) {
         registry.makeCounter(descriptor: Self.authFailuresName, labels: [("reason", Self.boundedLabel(reason))])
             .increment()
