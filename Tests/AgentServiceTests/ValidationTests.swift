@@ -78,6 +78,26 @@ struct ValidationTests {
             name: "form-encoded body", body: json("question=hi"), contentType: "application/x-www-form-urlencoded",
             status: 415),
         BadRequest(
+            name: "text/plain body (a browser's preflight-free cross-site POST)",
+            body: json(#"{"question": "hi", "user_id": "\#(user)"}"#), contentType: "text/plain", status: 415),
+        BadRequest(
+            name: "no Content-Type", body: json(#"{"question": "hi", "user_id": "\#(user)"}"#), contentType: nil,
+            status: 415),
+        BadRequest(
+            name: "duplicate user_id key",
+            body: json(#"{"question": "hi", "user_id": "\#(user)", "user_id": "\#(UUID().uuidString)"}"#),
+            status: 400, field: "user_id"),
+        BadRequest(
+            name: "duplicate key spelled with an escape",
+            body: json(#"{"question": "hi", "user_id": "\#(user)", "user\u005fid": "\#(user)"}"#),
+            status: 400, field: "user_id"),
+        BadRequest(
+            name: "thread_id .", body: json(#"{"question": "hi", "user_id": "\#(user)", "thread_id": "."}"#),
+            status: 400, field: "thread_id"),
+        BadRequest(
+            name: "thread_id ..", body: json(#"{"question": "hi", "user_id": "\#(user)", "thread_id": ".."}"#),
+            status: 400, field: "thread_id"),
+        BadRequest(
             name: "bad Idempotency-Key", body: json(#"{"question": "hi", "user_id": "\#(user)"}"#),
             headers: ["Idempotency-Key": "has space"], status: 400, field: "Idempotency-Key"),
     ]

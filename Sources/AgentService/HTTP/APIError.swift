@@ -38,6 +38,12 @@ struct APIError: HTTPResponseError, Sendable {
             status: .serviceUnavailable, type: "auth_unavailable", message: message, headers: [.retryAfter: "5"])
     }
 
+    static func forbiddenOrigin(_ origin: String) -> APIError {
+        APIError(
+            status: .forbidden, type: "forbidden_origin",
+            message: "Requests from origin '\(origin.prefix(200))' may not change data; add it to CORS_ALLOWED_ORIGINS.")
+    }
+
     static let threadNotFound = APIError(
         status: .notFound, type: "not_found", message: "No such thread for this user.")
 
@@ -74,10 +80,11 @@ struct APIError: HTTPResponseError, Sendable {
             message: "The request body is larger than \(limit) bytes.")
     }
 
-    static func unsupportedMediaType(_ type: String) -> APIError {
+    static func unsupportedMediaType(_ type: String?) -> APIError {
         APIError(
             status: .unsupportedMediaType, type: "unsupported_media_type",
-            message: "Content-Type '\(type)' is not supported; send application/json.")
+            message: type.map { "Content-Type '\($0.prefix(100))' is not supported; send application/json." }
+                ?? "The request has no Content-Type; send application/json.")
     }
 
     static func methodNotAllowed(_ method: HTTPRequest.Method, allowed: [String]) -> APIError {
@@ -114,9 +121,13 @@ enum JSONResponse {
         var buffer = ByteBuffer()
         buffer.writeBytes(data)
         buffer.writeInteger(UInt8(ascii: "\n"))
+        // Replies and questions are private: never cached, never sniffed into something a browser would run.
         return Response(
             status: status,
-            headers: [.contentType: "application/json; charset=utf-8", .contentLength: String(buffer.readableBytes)],
+            headers: [
+                .contentType: "application/json; charset=utf-8", .contentLength: String(buffer.readableBytes),
+                .xContentTypeOptions: "nosniff", .cacheControl: "no-store",
+            ],
             body: .init(byteBuffer: buffer))
     }
 }

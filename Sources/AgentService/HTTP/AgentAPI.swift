@@ -24,10 +24,9 @@ struct AgentAPI: Sendable {
 
     func buildRouter() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
+        // CORS outermost, so that the JSON errors produced inside carry its headers.
+        router.add(middleware: AllowedOriginsMiddleware(origins: configuration.corsAllowedOrigins))
         router.add(middleware: JSONErrorMiddleware(routes: Self.routes, logger: logger))
-        if !configuration.corsAllowedOrigins.isEmpty {
-            router.add(middleware: AllowedOriginsMiddleware(origins: configuration.corsAllowedOrigins))
-        }
         router.post("query_stream") { request, context in try await self.queryStream(request, context: context) }
         router.post("query") { request, context in try await self.query(request, context: context) }
         router.post("chat") { request, context in try await self.query(request, context: context) }
@@ -94,7 +93,8 @@ struct AgentAPI: Sendable {
         let handle = try await startTurn(&request, context: context)
         let headers: HTTPFields = [
             .contentType: "text/event-stream; charset=utf-8",
-            .cacheControl: "no-cache",
+            .cacheControl: "no-cache, no-store",
+            .xContentTypeOptions: "nosniff",
             .xAccelBuffering: "no",
             .xThreadID: handle.threadID,
             .xTurnID: handle.turnID.uuidString.lowercased(),
@@ -199,8 +199,11 @@ struct AgentAPI: Sendable {
         let limit = try limit(request)
         var before: Date?
         if let text = request.uri.queryParameters["before"].map(String.init) {
-            guard let date = Timestamps.parse(text) else {
-                throw APIError.invalid("before", "must be an ISO 8601 timestamp such as 2026-11-24T18:05:00.000Z")
+            guard let date = Timestamps.parse(text), date.timeIntervalSince1970 >= 0,
+                date.timeIntervalSince1970 < 253_402_300_800  // 10000-01-01
+            else {
+                throw APIError.invalid(
+                    "before", "must be an ISO 8601 timestamp between 1970 and 9999 such as 2026-11-24T18:05:00.000Z")
             }
             before = date
         }
@@ -224,8 +227,8 @@ struct AgentAPI: Sendable {
         let threadID = try threadIDParameter(context)
         var beforeSeq: Int?
         if let text = request.uri.queryParameters["before"].map(String.init) {
-            guard let seq = Int(text), seq > 0 else {
-                throw APIError.invalid("before", "must be a positive turn number (seq)")
+            guard let seq = Int(text), (1...Int(Int32.max)).contains(seq) else {
+                throw APIError.invalid("before", "must be a turn number (seq) from 1 to 2147483647")
             }
             beforeSeq = seq
         }

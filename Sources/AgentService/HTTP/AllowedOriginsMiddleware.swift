@@ -6,13 +6,18 @@ extension HTTPField.Name {
     static let xAccelBuffering = Self("X-Accel-Buffering")!
     static let xThreadID = Self("X-Thread-Id")!
     static let xTurnID = Self("X-Turn-Id")!
+    static let xContentTypeOptions = Self("X-Content-Type-Options")!
 }
 
-/// CORS for a configured list of origins (`CORS_ALLOWED_ORIGINS`), preflight included.
+/// CORS for a configured list of origins (`CORS_ALLOWED_ORIGINS`), preflight included, and the guard against
+/// cross-site writes.
 ///
 /// Hummingbird's `CORSMiddleware` takes its origin list only as variadic arguments, so a list read from the
-/// environment needs this small equivalent. A request from an origin not on the list gets no CORS headers (the
-/// browser then blocks it); `*` allows every origin.
+/// environment needs this small equivalent. It sits outside the JSON error middleware, so error responses (400, 401,
+/// 404, 409, 413, 429, 503) carry the CORS headers too and a frontend can read why a request failed. A request from
+/// an origin not on the list gets no CORS headers (the browser then blocks it), and a state-changing one (POST,
+/// DELETE) is refused with 403 before it runs: browsers send "simple" cross-site POSTs without a preflight. `*`
+/// allows every origin. Requests without `Origin` (curl, servers) are not browser requests and pass.
 struct AllowedOriginsMiddleware<Context: RequestContext>: RouterMiddleware {
     let origins: Set<String>
     let allowsAll: Bool
@@ -25,7 +30,11 @@ struct AllowedOriginsMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
     {
-        guard let origin = request.headers[.origin], allowsAll || origins.contains(origin) else {
+        guard let origin = request.headers[.origin] else { return try await next(request, context) }
+        guard allowsAll || origins.contains(origin) else {
+            if [.post, .put, .patch, .delete].contains(request.method) {
+                return try APIError.forbiddenOrigin(origin).response(from: request, context: context)
+            }
             return try await next(request, context)
         }
         let allowOrigin = allowsAll ? "*" : origin

@@ -19,13 +19,12 @@ struct QueryRequest: Sendable {
     }
 
     static func parse(body: ByteBuffer, headers: HTTPFields, limits: Limits) throws(APIError) -> QueryRequest {
-        if let contentType = headers[.contentType] {
-            let media =
-                contentType.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
-                ?? ""
-            guard media == "application/json" || media.hasSuffix("+json") || media == "text/plain" else {
-                throw .unsupportedMediaType(contentType)
-            }
+        // Only JSON: a text/plain or form POST is what a browser sends cross-site without a preflight.
+        guard let contentType = headers[.contentType] else { throw .unsupportedMediaType(nil) }
+        let media =
+            contentType.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+        guard media == "application/json" || (media.hasPrefix("application/") && media.hasSuffix("+json")) else {
+            throw .unsupportedMediaType(contentType)
         }
         let bytes = Array(body.readableBytesView)
         guard !bytes.isEmpty else { throw .badRequest("The request body is empty; send a JSON object.") }
@@ -37,6 +36,9 @@ struct QueryRequest: Sendable {
         }
         guard let object = json as? [String: Any] else {
             throw .badRequest("The request body must be a JSON object.")
+        }
+        if let key = JSONDuplicateKeys.first(in: bytes) {
+            throw .invalid(String(key.prefix(64)), "appears more than once in the JSON body; send each field once")
         }
 
         let question = try Self.question(object["question"], limits: limits)
@@ -106,6 +108,7 @@ struct QueryRequest: Sendable {
 
     static func threadID(_ text: String) throws(APIError) -> String {
         guard (1...128).contains(text.count) else { throw .invalid("thread_id", "must be 1 to 128 characters long") }
+        guard text != ".", text != ".." else { throw .invalid("thread_id", "must not be '.' or '..'") }
         guard text.allSatisfy({ threadIDCharacters.contains($0) }) else {
             throw .invalid("thread_id", "may contain only letters, digits and - _ . : @")
         }
