@@ -24,7 +24,7 @@ private struct AuthFixture {
     func configure(_ configuration: inout ServiceConfiguration, secret: Bool = true) {
         configuration.supabaseURL = jwks.supabaseURL
         configuration.supabaseJWTSecret = secret ? TestKeys.secret : nil
-        configuration.authUnknownKeyRefetch = .milliseconds(300)
+        configuration.authUnknownKeyRefetch = .seconds(1)
     }
 
     func claims(_ user: UUID) -> TestClaims { TestClaims(sub: user.uuidString.lowercased(), iss: jwks.issuer) }
@@ -91,7 +91,7 @@ struct AuthTests {
             #expect(accepted.status == 200)
             #expect(auth.jwks.fetches == 2)
 
-            try await Task.sleep(for: .milliseconds(400))
+            try await Task.sleep(for: .milliseconds(1_100))
             let rogue = try await auth.keys.es256(auth.claims(user), kid: "ec-rogue")
             for _ in 0..<3 {
                 let refused = try await TestHTTP.request(

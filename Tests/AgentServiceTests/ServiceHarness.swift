@@ -153,10 +153,10 @@ struct BinaryFixture {
     }
 
     /// Starts `agent-service serve` against this fixture.
-    func serve(graceSeconds: Int) async throws -> ServiceProcess {
+    func serve(graceSeconds: Int, extra: [String: String] = [:]) async throws -> ServiceProcess {
         try await ServiceProcess.start(
             environment: environment.merging([
                 "PORT": "0", "LOG_LEVEL": "notice", "SHUTDOWN_GRACE_SECONDS": "\(graceSeconds)",
-            ]) { $1 })
+            ]) { $1 }.merging(extra) { $1 })
     }
 }

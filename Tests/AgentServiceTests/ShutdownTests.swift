@@ -81,7 +81,8 @@ struct ShutdownTests {
     func sigtermDrainsInFlightStreams() async throws {
         let fixture = try await BinaryFixture.make()
         let repository = fixture.repository
-        let service = try await fixture.serve(graceSeconds: 20)
+        // One user with 20 replies at once: above the default per-user cap, which this test is not about.
+        let service = try await fixture.serve(graceSeconds: 20, extra: ["MAX_ACTIVE_TURNS_PER_USER": "20"])
         let user = UUID()
         var streams: [EventStream] = []
         for index in 0..<20 {

@@ -16,7 +16,7 @@ struct StreamingChatTests {
                 "[[stub:slow 100ms x 8]] pace me", user: user)
             #expect(stream.status == 200)
             #expect(stream.headers["content-type"]?.hasPrefix("text/event-stream") == true)
-            #expect(stream.headers["cache-control"] == "no-cache")
+            #expect(stream.headers["cache-control"]?.contains("no-cache") == true)
             #expect(stream.headers["x-accel-buffering"] == "no")
             let chunks = events.filter { $0.chunk != nil }
             #expect(chunks.count == 8)
