@@ -38,6 +38,8 @@ struct ServiceHarness: Sendable {
         configuration.claudeRetryDelayScale = 0.01
         configuration.claudeIdleTimeoutSeconds = 2
         configuration.shutdownGraceSeconds = 10
+        configuration.spoolDirectory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("agent-spool-\(UUID().uuidString)").path
         configure(&configuration)
         let logger = Logger.quiet
         let runtime = try await AgentRuntime.start(
@@ -141,8 +143,14 @@ struct BinaryFixture {
 
     var repository: ThreadRepository { ThreadRepository(database: database) }
 
+    /// A spool folder of this fixture's own.
+    let spoolDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("agent-spool-\(UUID().uuidString)")
+
     var environment: [String: String] {
-        ["DATABASE_URL": conninfo, "ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": stub.baseURL]
+        [
+            "DATABASE_URL": conninfo, "ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": stub.baseURL,
+            "SPOOL_DIR": spoolDirectory.path,
+        ]
     }
 
     static func make() async throws -> BinaryFixture {

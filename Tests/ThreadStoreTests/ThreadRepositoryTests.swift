@@ -202,6 +202,9 @@ struct UnexpectedOutcome: Error {}
             #expect(
                 try await repository.turns(userID: bob, threadID: "test", limit: 10, beforeSeq: nil)?.map(\.question)
                     == ["bob's"])
+            // While Bob's reply streams, his thread cannot be deleted; once it is stored, it can.
+            await #expect(throws: StoreError.self) { try await repository.deleteThread(userID: bob, threadID: "test") }
+            try await repository.completeTurn(.init(turnID: bobs.turnID, userID: bob, reply: "done"))
             #expect(try await repository.deleteThread(userID: bob, threadID: "test"))
             #expect(try await repository.turn(userID: bob, id: bobs.turnID) == nil)
             #expect(try await repository.turn(userID: alice, id: alices.turnID) != nil)

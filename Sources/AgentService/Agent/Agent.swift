@@ -29,6 +29,8 @@ enum AgentError: Error, Sendable {
     case invalidInput(field: String, message: String)
     /// Too many turns run already (`perUser`: this user's; else the whole service's).
     case tooManyTurns(perUser: Bool, limit: Int)
+    /// The `Idempotency-Key` belongs to a turn with another question or thread.
+    case idempotencyKeyReused(turnID: UUID)
 }
 
 /// The agent layer: one turn of DESIGN.md, independent of HTTP so the CLI runs the very same code.
@@ -46,12 +48,18 @@ final class Agent: Sendable {
     let persistRetry: Duration
     let historyTurns: Int
     let lease: Duration
+    /// Where turn endings go when the database cannot take them in time.
+    let spool: ReplySpool?
+    /// How long a turn cancelled at shutdown keeps trying to store its ending before spooling it.
+    let shutdownPersistBudget: Duration
 
     init(
         repository: ThreadRepository, claude: ClaudeClient, prompt: PromptBuilder, supervisor: TurnSupervisor,
         metrics: ServiceMetrics, logger: Logger, persistRetry: Duration, historyTurns: Int,
-        lease: Duration = .seconds(120)
+        lease: Duration = .seconds(120), spool: ReplySpool? = nil, shutdownPersistBudget: Duration = .seconds(2)
     ) {
+        self.spool = spool
+        self.shutdownPersistBudget = shutdownPersistBudget
         self.repository = repository
         self.claude = claude
         self.prompt = prompt
@@ -98,7 +106,15 @@ final class Agent: Sendable {
             throw .storeUnavailable(error)
         }
         switch begun {
-        case .duplicate(let turn):
+        case .duplicate(var turn):
+            // A key names one request: the same question (and thread, when the retry names one).
+            guard turn.question == input.question, input.threadID == nil || input.threadID == turn.threadID else {
+                throw .idempotencyKeyReused(turnID: turn.id)
+            }
+            if turn.status == .streaming {
+                // Its process may have died: a turn whose lease expired is recovered now rather than at the next sweep.
+                turn = (try? await repository.recoverIfExpired(userID: input.userID, turnID: turn.id)) ?? turn
+            }
             return try replay(turn)
         case .started(let started):
             for recovered in started.recoveredTurnIDs {
@@ -203,7 +219,7 @@ final class Agent: Sendable {
             }
         } catch {
             let cancelled = Task.isCancelled
-            let failure = Self.failureInfo(for: error, cancelled: cancelled)
+            let failure = slot.stopReason ?? Self.failureInfo(for: error, cancelled: cancelled)
             metrics.upstreamError(type: failure.type)
             let latency = Self.milliseconds(clock.now - start)
             let stored = TurnFailure(
@@ -214,7 +230,12 @@ final class Agent: Sendable {
             log.warning(
                 "turn failed after \(accumulator.text.unicodeScalars.count) characters; partial reply stored",
                 metadata: ["error_type": "\(failure.type)", "error": "\(String(reflecting: error))"])
-            _ = await persist(log: log) { try await self.repository.failTurn(stored) }
+            _ = await persist(
+                ReplySpool.Entry(
+                    kind: stored.status == .failed ? .failed : .interrupted, turnID: stored.turnID, userID: stored.userID,
+                    reply: stored.partialReply, model: stored.model, stopReason: nil, error: stored.error,
+                    usage: stored.usage, firstTokenMs: stored.firstTokenMs, latencyMs: stored.latencyMs),
+                log: log)
             metrics.turnFinished(outcome: cancelled ? "interrupted" : "failed")
             slot.send(.failed(failure))
             return
@@ -227,7 +248,13 @@ final class Agent: Sendable {
             model: accumulator.model ?? context.request.model, stopReason: accumulator.stopReason, usage: usage,
             firstTokenMs: firstTokenMs, latencyMs: latency)
         metrics.tokens(usage)
-        if await persist(log: log, { try await self.repository.completeTurn(completion) }) {
+        let persisted = await persist(
+            ReplySpool.Entry(
+                kind: .completed, turnID: completion.turnID, userID: completion.userID, reply: completion.reply,
+                model: completion.model, stopReason: completion.stopReason, error: nil, usage: completion.usage,
+                firstTokenMs: completion.firstTokenMs, latencyMs: completion.latencyMs),
+            log: log)
+        if persisted == .written {
             metrics.turnFinished(outcome: "completed")
             slot.send(
                 .done(
@@ -235,6 +262,22 @@ final class Agent: Sendable {
                         threadID: context.threadID, turnID: context.turnID, reply: accumulator.text, usage: usage,
                         model: completion.model, stopReason: completion.stopReason, firstTokenMs: firstTokenMs,
                         latencyMs: latency)))
+        } else if persisted == .gone {
+            metrics.turnFinished(outcome: "thread_deleted")
+            slot.send(
+                .failed(
+                    TurnFailureInfo(
+                        type: "thread_deleted", message: "The thread was deleted while this reply was streaming.",
+                        retryable: false)))
+        } else if persisted == .spooled {
+            metrics.turnFinished(outcome: "spooled")
+            slot.send(
+                .failed(
+                    TurnFailureInfo(
+                        type: "persistence_delayed",
+                        message:
+                            "The reply was received, but the database is unavailable; it is kept by the service and stored when the database is back.",
+                        retryable: false)))
         } else {
             metrics.turnFinished(outcome: "persist_failed")
             slot.send(
@@ -246,34 +289,67 @@ final class Agent: Sendable {
         }
     }
 
-    /// Runs a database write, retrying transient failures with backoff for up to `persistRetry`.
+    /// The longest one write attempt is waited for (the pool's own statement deadline is shorter).
+    static let attemptTimeout = Duration.seconds(12)
+
+    /// How a final write ended.
+    enum PersistOutcome {
+        case written
+        /// The turn no longer exists (its thread was deleted): nothing to write to.
+        case gone
+        /// Saved to the local spool; written when the database answers again.
+        case spooled
+        case failed
+    }
+
+    /// Writes a turn's ending, retrying transient failures with backoff for up to `persistRetry`.
     ///
-    /// The write runs in a task of its own so that a cancelled turn (shutdown) still records what it has.
-    private func persist(log: Logger, _ write: @escaping @Sendable () async throws -> Bool) async -> Bool {
-        let deadline = ContinuousClock.now + persistRetry
+    /// Every attempt has a deadline (a stalled database cannot hold the turn), and in a cancelled turn (shutdown past
+    /// its grace period) the remaining budget shrinks to `shutdownPersistBudget`. An ending that cannot be written in
+    /// time is spooled to disk and written later (`ReplySpool`), so a completed reply is not lost.
+    private func persist(_ entry: ReplySpool.Entry, log: Logger) async -> PersistOutcome {
+        var deadline = ContinuousClock.now + persistRetry
         var delay = Duration.milliseconds(100)
         var attempt = 1
         while true {
-            let result = await Task { () -> Result<Bool, any Error> in
-                do { return .success(try await write()) } catch { return .failure(error) }
-            }.value
+            let cancelled = Task.isCancelled
+            if cancelled { deadline = min(deadline, .now + shutdownPersistBudget) }
+            let remaining = min(max(deadline - .now, .milliseconds(200)), Self.attemptTimeout)
+            // Before shutdown cancels the turn, a cancel ends the wait at once; after, the shortened deadline rules.
+            let result = await withDeadline(remaining, stopWaitingOnCancel: !cancelled) {
+                try await ReplySpool.write(entry, to: self.repository)
+            }
             switch result {
-            case .success(let wrote):
+            case .success?:
                 if attempt > 1 { log.notice("turn persisted after \(attempt) attempts") }
-                if !wrote { log.notice("turn was already finished in the database; nothing rewritten") }
-                return true
-            case .failure(let error):
-                let transient = (error as? StoreError)?.isTransient ?? false
-                guard transient, ContinuousClock.now + delay < deadline else {
+                return .written
+            case .failure(let error as StoreError)? where error.code == .notFound:
+                log.notice("the turn's thread was deleted while it streamed; nothing to store")
+                return .gone
+            case .failure(let error)? where !((error as? StoreError)?.isTransient ?? false):
+                log.error(
+                    "the database refused the turn's ending; it is not stored",
+                    metadata: ["error": "\(String(reflecting: error))"])
+                return .failed
+            case .failure, nil:
+                let reason = result.map { "\($0)" } ?? "no answer within \(remaining)"
+                if Task.isCancelled { deadline = min(deadline, .now + shutdownPersistBudget) }
+                guard ContinuousClock.now + delay < deadline else {
+                    if let spool, spool.save(entry) {
+                        log.error(
+                            "could not store the turn after \(attempt) attempt(s); spooled to \(spool.directory.path), it is written when the database answers",
+                            metadata: ["reason": "\(reason)"])
+                        metrics.turnSpooled()
+                        return .spooled
+                    }
                     log.error(
                         "giving up on persisting the turn after \(attempt) attempt(s); the reply is lost",
-                        metadata: ["error": "\(String(reflecting: error))"])
-                    return false
+                        metadata: ["reason": "\(reason)"])
+                    return .failed
                 }
                 log.warning(
-                    "persisting the turn failed (attempt \(attempt)); retrying in \(delay)",
-                    metadata: ["error": "\(error)"])
-                try? await Task.sleep(for: delay)
+                    "persisting the turn failed (attempt \(attempt)); retrying in \(delay)", metadata: ["reason": "\(reason)"])
+                await sleepIgnoringCancellation(delay)
                 delay = min(delay * 2, .seconds(2))
                 attempt += 1
             }

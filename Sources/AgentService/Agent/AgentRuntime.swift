@@ -14,6 +14,8 @@ final class AgentRuntime: Sendable {
     let claude: ClaudeClient
     let stub: ClaudeStub?
     let supervisor: TurnSupervisor
+    /// Renews running turns' leases and sweeps expired ones (a service of `serve`'s group).
+    let leaseKeeper: LeaseKeeper
     let metrics: ServiceMetrics
     let agent: Agent
     let logger: Logger
@@ -63,19 +65,17 @@ final class AgentRuntime: Sendable {
         let lease = Duration.seconds(configuration.leaseSeconds)
         let supervisor = TurnSupervisor(
             pingInterval: .seconds(configuration.pingIntervalSeconds), maxTurns: configuration.maxActiveTurns,
-            maxTurnsPerUser: configuration.maxActiveTurnsPerUser, logger: logger
-        ) {
-            running in
-            // Renew the lease of turns streaming for over a third of it. Only long replies get here: a typical
-            // turn finishes well before and touches the database exactly twice.
-            for turn in running where turn.age > lease / 3 {
-                do {
-                    try await repository.renewLease(turnID: turn.turnID, userID: turn.userID, lease: lease)
-                } catch {
-                    logger.warning("could not renew a turn's lease", metadata: ["turn_id": "\(turn.turnID)"])
-                }
-            }
+            maxTurnsPerUser: configuration.maxActiveTurnsPerUser, logger: logger)
+        let spool = ReplySpool(directory: URL(fileURLWithPath: configuration.spoolDirectory), logger: logger)
+        let spooled = spool.pending().count
+        if spooled > 0 {
+            logger.notice("\(spooled) spooled turn ending(s) from an earlier run in \(spool.directory.path); writing them")
+            let written = await spool.flush(into: repository)
+            logger.notice("wrote \(written) of \(spooled) spooled turn ending(s) to the database")
         }
+        let leaseKeeper = LeaseKeeper(
+            supervisor: supervisor, repository: repository, spool: spool, lease: lease, metrics: metrics,
+            logger: logger)
         let agent = Agent(
             repository: repository, claude: claude,
             prompt: PromptBuilder(
@@ -83,11 +83,11 @@ final class AgentRuntime: Sendable {
                 maxTokens: configuration.maxTokens, contextBudgetTokens: configuration.contextBudgetTokens),
             supervisor: supervisor, metrics: metrics, logger: logger,
             persistRetry: .seconds(configuration.persistRetrySeconds), historyTurns: configuration.historyTurns,
-            lease: lease)
+            lease: lease, spool: spool)
         let (verifier, authClient) = await makeVerifier(configuration: configuration, logger: logger)
         return AgentRuntime(
             configuration: configuration, database: database, repository: repository, claude: claude, stub: stub,
-            supervisor: supervisor, metrics: metrics, agent: agent, logger: logger,
+            supervisor: supervisor, leaseKeeper: leaseKeeper, metrics: metrics, agent: agent, logger: logger,
             databaseDescription: databaseDescription, verifier: verifier, authClient: authClient)
     }
 
@@ -122,9 +122,10 @@ final class AgentRuntime: Sendable {
 
     private init(
         configuration: ServiceConfiguration, database: Database, repository: ThreadRepository, claude: ClaudeClient,
-        stub: ClaudeStub?, supervisor: TurnSupervisor, metrics: ServiceMetrics, agent: Agent, logger: Logger,
-        databaseDescription: String, verifier: TokenVerifier?, authClient: HTTPClient?
+        stub: ClaudeStub?, supervisor: TurnSupervisor, leaseKeeper: LeaseKeeper, metrics: ServiceMetrics, agent: Agent,
+        logger: Logger, databaseDescription: String, verifier: TokenVerifier?, authClient: HTTPClient?
     ) {
+        self.leaseKeeper = leaseKeeper
         self.configuration = configuration
         self.database = database
         self.repository = repository
@@ -145,6 +146,10 @@ final class AgentRuntime: Sendable {
         claude.shutdown()
         authClient?.shutdown()
         await stub?.stop()
-        await database.close()
+        // A pool thread stuck on a stalled database must not hold the exit: whatever it still runs has been spooled.
+        let database = self.database
+        if await withDeadline(.seconds(2), { await database.close() }) == nil {
+            logger.warning("the database did not close within 2 s; exiting anyway")
+        }
     }
 }

@@ -10,14 +10,17 @@ import Synchronization
 /// (up to a grace period) and then cancel the rest, which makes each persist what it has as `interrupted`. It also
 /// sends keep-alive pings to streams that have been idle, from one timer for all turns.
 final class TurnSupervisor: Service, Sendable {
-    /// One running turn. Confined: `task` is written once under the supervisor's lock before anyone reads it.
+    /// One running turn.
     final class Slot: Sendable {
         let id: UUID
         let userID: UUID
         let continuation: AsyncStream<TurnEvent>.Continuation
         let lastEventNanos: Atomic<UInt64>
         let startedNanos: UInt64
-        let task: Mutex<Task<Void, Never>?> = Mutex(nil)
+        /// The turn's task, and whether it was cancelled before the task was set (so a cancel is never lost).
+        private let control = Mutex<(task: Task<Void, Never>?, cancelled: Bool)>((nil, false))
+        /// Why the supervisor cancelled the turn, when it was not shutdown (e.g. its lease was lost).
+        let cancellationReason: Mutex<TurnFailureInfo?> = Mutex(nil)
 
         init(id: UUID, userID: UUID, continuation: AsyncStream<TurnEvent>.Continuation, now: UInt64) {
             self.id = id
@@ -25,6 +28,25 @@ final class TurnSupervisor: Service, Sendable {
             self.continuation = continuation
             self.lastEventNanos = Atomic(now)
             self.startedNanos = now
+        }
+
+        /// The reason given to `TurnSupervisor.cancel(turnID:reason:)`, if that is how the turn was stopped.
+        var stopReason: TurnFailureInfo? { cancellationReason.withLock { $0 } }
+
+        func attach(_ task: Task<Void, Never>) {
+            let cancelled = control.withLock { control -> Bool in
+                control.task = task
+                return control.cancelled
+            }
+            if cancelled { task.cancel() }
+        }
+
+        func cancel() {
+            let task = control.withLock { control -> Task<Void, Never>? in
+                control.cancelled = true
+                return control.task
+            }
+            task?.cancel()
         }
 
         /// Relays an event to the listener (if any is still there) and notes the time.
@@ -64,18 +86,28 @@ final class TurnSupervisor: Service, Sendable {
         var age: Duration
     }
 
-    /// Called with every running turn roughly once per `pingInterval`, e.g. to renew leases.
-    private let onTick: @Sendable ([RunningTurn]) async -> Void
-
-    init(
-        pingInterval: Duration, maxTurns: Int = .max, maxTurnsPerUser: Int = .max, logger: Logger,
-        onTick: @escaping @Sendable ([RunningTurn]) async -> Void = { _ in }
-    ) {
+    init(pingInterval: Duration, maxTurns: Int = .max, maxTurnsPerUser: Int = .max, logger: Logger) {
         self.maxTurns = maxTurns
         self.maxTurnsPerUser = maxTurnsPerUser
         self.pingInterval = pingInterval
         self.logger = logger
-        self.onTick = onTick
+    }
+
+    /// The turns running now, with their age.
+    func runningTurns() -> [RunningTurn] {
+        let now = DispatchTime.now().uptimeNanoseconds
+        return state.withLock { state in
+            state.slots.values.map {
+                RunningTurn(turnID: $0.id, userID: $0.userID, age: .nanoseconds(now &- $0.startedNanos))
+            }
+        }
+    }
+
+    /// Cancels one running turn for `reason` (its stream ends with that error after the partial reply is stored).
+    func cancel(turnID: UUID, reason: TurnFailureInfo) {
+        guard let slot = state.withLock({ $0.slots[turnID] }) else { return }
+        slot.cancellationReason.withLock { $0 = reason }
+        slot.cancel()
     }
 
     /// Number of turns running now.
@@ -142,7 +174,7 @@ final class TurnSupervisor: Service, Sendable {
             slot.continuation.finish()
             self.finished(turnID)
         }
-        slot.task.withLock { $0 = task }
+        slot.attach(task)
         return stream
     }
 
@@ -177,7 +209,7 @@ final class TurnSupervisor: Service, Sendable {
         let slots = state.withLock { Array($0.slots.values) }
         guard !slots.isEmpty else { return }
         logger.warning("shutdown: \(reason); interrupting \(slots.count) turn(s), their partial replies are saved")
-        for slot in slots { slot.task.withLock { $0?.cancel() } }
+        for slot in slots { slot.cancel() }
     }
 
     /// Returns once no turn is running.
@@ -200,8 +232,8 @@ final class TurnSupervisor: Service, Sendable {
     func run() async throws {
         let ticker = Task {
             while !Task.isCancelled {
-                try? await Task.sleep(for: pingInterval)
-                await tick()
+                do { try await Task.sleep(for: pingInterval) } catch { break }
+                tick()
             }
         }
         defer { ticker.cancel() }
@@ -210,18 +242,16 @@ final class TurnSupervisor: Service, Sendable {
         await waitUntilIdle()
     }
 
-    private func tick() async {
+    /// Pings streams that were silent for a ping interval. Never waits on anything: lease renewal and the sweeper
+    /// run on schedules of their own (`LeaseKeeper`), so a slow database cannot hold back keep-alives.
+    private func tick() {
         let now = DispatchTime.now().uptimeNanoseconds
         let interval =
             UInt64(pingInterval.components.seconds) * 1_000_000_000
             + UInt64(pingInterval.components.attoseconds / 1_000_000_000)
         let slots = state.withLock { Array($0.slots.values) }
-        var running: [RunningTurn] = []
-        for slot in slots {
-            if now &- slot.lastEventNanos.load(ordering: .relaxed) >= interval { slot.send(.ping) }
-            running.append(
-                RunningTurn(turnID: slot.id, userID: slot.userID, age: .nanoseconds(now &- slot.startedNanos)))
+        for slot in slots where now &- slot.lastEventNanos.load(ordering: .relaxed) >= interval {
+            slot.send(.ping)
         }
-        if !running.isEmpty { await onTick(running) }
     }
 }

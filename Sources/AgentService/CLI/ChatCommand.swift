@@ -133,6 +133,7 @@ struct ChatCommand: AsyncParsableCommand {
         case .invalidInput(let field, let message): return "\(field): \(message)"
         case .tooManyTurns(let perUser, let limit):
             return perUser ? "this user already runs \(limit) replies" : "the service already runs \(limit) replies"
+        case .idempotencyKeyReused: return "this idempotency key belongs to another question"
         }
     }
 

@@ -114,7 +114,8 @@ struct ServeCommand: AsyncParsableCommand {
             },
             logger: logger)
 
-        var groupConfiguration = ServiceGroupConfiguration(services: [runtime.supervisor, app], logger: logger)
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [runtime.supervisor, runtime.leaseKeeper, app], logger: logger)
         // The grace period is enforced by the supervisor; this is only a backstop against a hung service.
         groupConfiguration.maximumGracefulShutdownDuration = .seconds(configuration.shutdownGraceSeconds + 15)
         let group = ServiceGroup(configuration: groupConfiguration)

@@ -68,6 +68,8 @@ struct ServiceConfiguration: Sendable {
     /// `REQUEST_READ_TIMEOUT_SECONDS`: a request's head and body must arrive within this; an idle keep-alive
     /// connection is closed after it too.
     var requestReadTimeoutSeconds = 10
+    /// `SPOOL_DIR`: where turn endings the database could not take are kept until it can.
+    var spoolDirectory = ".agent-service/spool"
     /// Pacing of the offline stub's replies (milliseconds between words), so streaming is visible without a key.
     var offlineStubDeltaIntervalMs = 40
 
@@ -144,6 +146,7 @@ struct ServiceConfiguration: Sendable {
         offlineStubDeltaIntervalMs = try Self.integer(
             env, "OFFLINE_STUB_DELTA_MS", default: offlineStubDeltaIntervalMs, range: 0...10_000)
         try readAuth(env)
+        spoolDirectory = env["SPOOL_DIR"] ?? spoolDirectory
         offlineStubDirectives = try Self.boolean(env, "OFFLINE_STUB_DIRECTIVES", default: offlineStubDirectives)
         allowOfflineStubInPublic = try Self.boolean(env, "CLAUDE_OFFLINE_STUB", default: allowOfflineStubInPublic)
         maxActiveTurns = try Self.integer(env, "MAX_ACTIVE_TURNS", default: maxActiveTurns, range: 1...100_000)

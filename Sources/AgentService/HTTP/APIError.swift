@@ -66,6 +66,18 @@ struct APIError: HTTPResponseError, Sendable {
             headers: [.retryAfter: perUser ? "5" : "2"])
     }
 
+    static func idempotencyKeyReused(_ turnID: UUID) -> APIError {
+        APIError(
+            status: .unprocessableContent, type: "idempotency_key_reused",
+            message:
+                "This Idempotency-Key was used for another request (turn \(turnID.uuidString.lowercased())) with a different question or thread; use a new key for a new request.")
+    }
+
+    /// DELETE of a thread whose reply is still streaming.
+    static let replyStreaming = APIError(
+        status: .conflict, type: "turn_in_progress",
+        message: "A reply is still streaming on this thread; wait for its done event (or stop it), then delete.")
+
     static let shuttingDown = APIError(
         status: .serviceUnavailable, type: "shutting_down",
         message: "The service is shutting down; retry shortly.", headers: [.retryAfter: "2"])

@@ -85,6 +85,7 @@ struct AgentAPI: Sendable {
         case .storeUnavailable: return .databaseUnavailable
         case .invalidInput(let field, let message): return .invalid(field, message)
         case .tooManyTurns(let perUser, let limit): return .tooManyTurns(perUser: perUser, limit: limit)
+        case .idempotencyKeyReused(let turnID): return .idempotencyKeyReused(turnID)
         }
     }
 
@@ -188,6 +189,8 @@ struct AgentAPI: Sendable {
     private func storeCall<T: Sendable>(_ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
+        } catch let error as StoreError where error.code == .threadBusy {
+            throw APIError.replyStreaming
         } catch let error as StoreError {
             logger.warning("database error", metadata: ["error": "\(String(reflecting: error))"])
             throw APIError.databaseUnavailable
@@ -271,7 +274,9 @@ struct AgentAPI: Sendable {
     // MARK: Operations
 
     private func health() async -> Response {
-        let database = await Self.within(.seconds(2)) { try await repository.ping() } ? "ok" : "unavailable"
+        let repository = self.repository
+        let answered = await withDeadline(.seconds(2)) { try await repository.ping() }
+        let database = if case .success? = answered { "ok" } else { "unavailable" }
         let status = database == "ok" ? (agent.supervisor.isDraining ? "draining" : "ok") : "degraded"
         return JSONResponse.make(
             status: database == "ok" ? .ok : .serviceUnavailable,
@@ -280,37 +285,6 @@ struct AgentAPI: Sendable {
                 "claude": configuration.usesOfflineStub ? "offline-stub" : "anthropic",
                 "active_streams": agent.supervisor.activeCount,
             ])
-    }
-}
-
-extension AgentAPI {
-    /// Runs `work` and reports whether it succeeded within `limit`.
-    ///
-    /// The work runs in a task of its own and is not awaited past the limit: a database call stuck in the kernel
-    /// (a partitioned network) must not hold the health check hostage.
-    static func within(_ limit: Duration, _ work: @escaping @Sendable () async throws -> Void) async -> Bool {
-        let outcome = Mutex<CheckedContinuation<Bool, Never>?>(nil)
-        return await withCheckedContinuation { continuation in
-            outcome.withLock { $0 = continuation }
-            let finish: @Sendable (Bool) -> Void = { result in
-                outcome.withLock { pending in
-                    pending?.resume(returning: result)
-                    pending = nil
-                }
-            }
-            Task {
-                do {
-                    try await work()
-                    finish(true)
-                } catch {
-                    finish(false)
-                }
-            }
-            Task {
-                try? await Task.sleep(for: limit)
-                finish(false)
-            }
-        }
     }
 }
 

@@ -66,7 +66,7 @@ final class ServiceMetrics: Sendable {
         outputTokens = registry.makeCounter(descriptor: Self.tokensName, labels: [("kind", "output")])
         cacheReadTokens = registry.makeCounter(descriptor: Self.tokensName, labels: [("kind", "cache_read")])
         cacheWriteTokens = registry.makeCounter(descriptor: Self.tokensName, labels: [("kind", "cache_write")])
-        for outcome in ["completed", "failed", "interrupted", "persist_failed"] {
+        for outcome in ["completed", "failed", "interrupted", "persist_failed", "spooled", "thread_deleted"] {
             _ = turnCounter(outcome)
         }
     }
@@ -101,6 +101,28 @@ final class ServiceMetrics: Sendable {
             descriptor: Self.name("turns_refused", unit: "total", help: "Turns refused at admission (429), by limit."),
             labels: [("reason", Self.boundedLabel(reason))]
         ).increment()
+    }
+
+    func leaseRenewal(outcome: String) {
+        registry.makeCounter(
+            descriptor: Self.name(
+                "lease_renewal_failures", unit: "total", help: "Lease renewals that failed, by outcome (lost, failed)."),
+            labels: [("outcome", Self.boundedLabel(outcome))]
+        ).increment()
+    }
+
+    func turnSpooled() {
+        registry.makeCounter(
+            descriptor: Self.name(
+                "turns_spooled", unit: "total", help: "Turn endings saved to the local spool because the database could not take them.")
+        ).increment()
+    }
+
+    func sweptTurns(_ count: Int) {
+        registry.makeCounter(
+            descriptor: Self.name(
+                "turns_swept", unit: "total", help: "Streaming turns with an expired lease marked interrupted.")
+        ).increment(by: Int64(count))
     }
 
     func authFailed(reason: String) {

@@ -266,13 +266,78 @@ public struct ThreadRepository: Sendable {
     }
 
     /// Deletes the thread and its turns; false when it did not exist for this user.
+    ///
+    /// - Throws: `StoreError` `.threadBusy` (nothing deleted) while a reply of the thread is streaming under a live
+    ///   lease: deleting it would drop the reply being written. A turn whose lease expired (its process died) does not
+    ///   block.
     @discardableResult
     public func deleteThread(userID: UUID, threadID: String) async throws -> Bool {
         try StoreError.checkText(threadID, field: "threadID")
         let result = try await database.withConnection {
-            try $0.asUser(rowSecurity: rowSecurity, userID, "DELETE FROM threads WHERE user_id = \(userID)::uuid AND id = \(threadID)")
+            try $0.asUser(
+                rowSecurity: rowSecurity, userID,
+                """
+                WITH busy AS (
+                    SELECT EXISTS (
+                        SELECT 1 FROM turns WHERE user_id = \(userID)::uuid AND thread_id = \(threadID)
+                            AND status = 'streaming' AND lease_until >= now()) AS streaming
+                ), deleted AS (
+                    DELETE FROM threads WHERE user_id = \(userID)::uuid AND id = \(threadID)
+                        AND NOT (SELECT streaming FROM busy)
+                    RETURNING 1
+                )
+                SELECT (SELECT count(*) FROM deleted), (SELECT streaming FROM busy)
+                """)
         }
-        return result.affectedRows > 0
+        if result.bool(0, 1) == true {
+            throw StoreError(.threadBusy, "a reply of this thread is still streaming")
+        }
+        return result.int(0, 0) == 1
+    }
+
+    /// Marks every `streaming` turn whose lease has expired `interrupted` (its process died or lost the database),
+    /// across all users, in one statement; returns their ids. The service's sweeper runs it periodically so that no
+    /// turn stays `streaming` (and no Idempotency-Key stays "in progress") after a crash.
+    public func sweepExpiredTurns() async throws -> [UUID] {
+        let result = try await database.withConnection {
+            try $0.query(
+                """
+                WITH done AS (
+                    UPDATE turns SET status = 'interrupted', error = 'the lease expired before the reply finished',
+                        finished_at = now(), lease_until = NULL
+                    WHERE status = 'streaming' AND lease_until < now()
+                    RETURNING id, user_id, thread_id
+                ), touched AS (
+                    UPDATE threads SET updated_at = now() FROM done
+                    WHERE threads.user_id = done.user_id AND threads.id = done.thread_id
+                    RETURNING 1
+                )
+                SELECT id FROM done
+                """)
+        }
+        return result.rows.compactMap { $0[0].flatMap(UUID.init(uuidString:)) }
+    }
+
+    /// Marks the user's turn `interrupted` if it is `streaming` with an expired lease, and returns the turn as it is
+    /// now (nil when it does not exist for this user).
+    public func recoverIfExpired(userID: UUID, turnID: UUID) async throws -> Turn? {
+        let results = try await database.withConnection {
+            try $0.asUser(
+                rowSecurity: rowSecurity, userID,
+                [
+                    """
+                    UPDATE turns SET status = 'interrupted', error = 'the lease expired before the reply finished',
+                        finished_at = now(), lease_until = NULL
+                    WHERE id = \(turnID)::uuid AND user_id = \(userID)::uuid AND status = 'streaming'
+                        AND lease_until < now()
+                    """,
+                    """
+                    SELECT \(unsafeRaw: Rows.turnColumns()) FROM turns
+                    WHERE id = \(turnID)::uuid AND user_id = \(userID)::uuid
+                    """,
+                ])
+        }
+        return results[1].rows.first.flatMap(Rows.turn)
     }
 
     /// Marks the given turns `interrupted` with `error` where they are still streaming (at shutdown, for turns that
