@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import TestSupport
 import Testing
+import Synchronization
 import ThreadStore
 
 @testable import AgentService
@@ -12,6 +13,16 @@ struct ServiceProcess {
     let process: Process
     let port: Int
     let stderr: Pipe
+    /// Everything the process logged so far.
+    let logText: LogBuffer
+
+    final class LogBuffer: Sendable {
+        private let text = Mutex("")
+        func append(_ more: String) { text.withLock { $0 += more } }
+        var value: String { text.withLock { $0 } }
+    }
+
+    var log: String { logText.value }
 
     static var binary: URL {
         if let path = ProcessInfo.processInfo.environment["AGENT_SERVICE_BINARY"] { return URL(fileURLWithPath: path) }
@@ -33,12 +44,13 @@ struct ServiceProcess {
         process.standardError = stderr
         process.standardOutput = FileHandle.nullDevice
         try process.run()
-        let port = try await Self.listeningPort(stderr.fileHandleForReading)
-        return ServiceProcess(process: process, port: port, stderr: stderr)
+        let log = LogBuffer()
+        let port = try await Self.listeningPort(stderr.fileHandleForReading, log: log)
+        return ServiceProcess(process: process, port: port, stderr: stderr, logText: log)
     }
 
     /// Reads the log until the "listening on http://host:port" line.
-    private static func listeningPort(_ handle: FileHandle) async throws -> Int {
+    private static func listeningPort(_ handle: FileHandle, log: LogBuffer) async throws -> Int {
         try await withCheckedThrowingContinuation { continuation in
             Thread {
                 var text = ""
@@ -49,11 +61,16 @@ struct ServiceProcess {
                         return
                     }
                     text += String(decoding: data, as: UTF8.self)
+                    log.append(String(decoding: data, as: UTF8.self))
                     if let range = text.range(of: #"listening on http://[^:]+:(\d+)"#, options: .regularExpression) {
                         let port = Int(text[range].split(separator: ":").last ?? "") ?? 0
                         continuation.resume(returning: port)
-                        // Keep draining so the child never blocks on a full pipe.
-                        while !handle.availableData.isEmpty {}
+                        // Keep draining (and keeping) so the child never blocks on a full pipe.
+                        while true {
+                            let more = handle.availableData
+                            if more.isEmpty { break }
+                            log.append(String(decoding: more, as: UTF8.self))
+                        }
                         return
                     }
                 }
@@ -140,5 +157,95 @@ struct ShutdownTests {
         #expect(!streamed.isEmpty)
         #expect(turn.reply == streamed)
         await fixture.stub.stop()
+    }
+}
+
+/// A PostgreSQL cluster of a test's own, so it can be frozen (SIGSTOP) without touching other tests.
+struct PrivateCluster {
+    let postgres: EmbeddedPostgres
+    let conninfo: String
+
+    static func start(_ name: String) async throws -> PrivateCluster {
+        let directory = URL(fileURLWithPath: "/tmp/agent-\(name)-\(UUID().uuidString.prefix(8).lowercased())")
+        let postgres = EmbeddedPostgres(
+            directory: directory, databaseName: name, extraSettings: ["fsync = off"], logger: .quiet)
+        let conninfo = try await postgres.startDetached()
+        _ = try await Migrator(conninfo: conninfo, logger: .quiet).run()
+        return PrivateCluster(postgres: postgres, conninfo: conninfo)
+    }
+
+    /// The postmaster and every backend: what "the database is stalled" means.
+    func processIDs() -> [Int32] {
+        let pidFile = postgres.directory.appendingPathComponent("data/postmaster.pid").path
+        guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
+            let postmaster = text.split(separator: "\n").first.flatMap({ Int32($0) })
+        else { return [] }
+        let children = (try? String(contentsOfFile: "/proc/\(postmaster)/task/\(postmaster)/children", encoding: .utf8))?
+            .split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? []
+        return [postmaster] + children
+    }
+
+    func freeze() { for pid in processIDs() { kill(pid, SIGSTOP) } }
+    func thaw() { for pid in processIDs() { kill(pid, SIGCONT) } }
+
+    func remove() {
+        thaw()
+        try? postgres.stop(immediate: true)
+        try? FileManager.default.removeItem(at: postgres.directory)
+    }
+}
+
+@Suite("Shutdown with the database stalled", .serialized, .timeLimit(.minutes(3)))
+struct StalledShutdownTests {
+    @Test("SIGTERM with the database stalled exits within the grace period plus a few seconds; the reply is spooled and written at the next start")
+    func spoolRoundTrip() async throws {
+        let cluster = try await PrivateCluster.start("stall")
+        defer { cluster.remove() }
+        let stub = ClaudeStub(logger: .quiet)
+        try await stub.start(host: "127.0.0.1", port: 0)
+        let spool = FileManager.default.temporaryDirectory.appendingPathComponent("agent-spool-\(UUID().uuidString)")
+        let environment = [
+            "DATABASE_URL": cluster.conninfo, "ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": stub.baseURL,
+            "SPOOL_DIR": spool.path, "PORT": "0", "LOG_LEVEL": "notice", "SHUTDOWN_GRACE_SECONDS": "2",
+        ]
+        let service = try await ServiceProcess.start(environment: environment)
+        let user = UUID()
+        let stream = try await TestHTTP.openEventStream(
+            port: service.port,
+            json: ServiceHarness.body("[[stub:slow 100ms x 10]] keep this reply", user: user, thread: "stall"))
+        let turnID = try #require(stream.headers["x-turn-id"].flatMap(UUID.init(uuidString:)))
+        var reader = stream.reader()
+        var events = await reader.untilFirstChunk()
+        cluster.freeze()
+        // Claude finishes the reply (1 s); its final write hangs on the frozen database.
+        try await Task.sleep(for: .milliseconds(1_500))
+        let signalled = ContinuousClock.now
+        kill(service.process.processIdentifier, SIGTERM)
+        events += await reader.rest()
+        let status = await service.waitForExit(timeout: .seconds(30))
+        let exitAfter = ContinuousClock.now - signalled
+        #expect(status == 0)
+        // Grace 2 s, then at most the shutdown write budget and the bounded database close.
+        #expect(exitAfter < .seconds(12), "exited \(exitAfter) after SIGTERM")
+        #expect(events.last?.error?["type"] as? String == "persistence_delayed")
+        let streamed = events.compactMap(\.chunk).joined()
+        #expect(events.compactMap(\.chunk).count == 10)
+        let files = try FileManager.default.contentsOfDirectory(atPath: spool.path).filter { $0.hasSuffix(".json") }
+        #expect(files == ["\(turnID.uuidString.lowercased()).json"])
+        #expect(service.log.contains("spooled"))
+
+        // The database is back; the next start writes the spooled reply and says so.
+        cluster.thaw()
+        let restarted = try await ServiceProcess.start(environment: environment)
+        #expect(restarted.log.contains("wrote 1 of 1 spooled turn ending(s)"))
+        let database = Database(configuration: DatabaseConfiguration(conninfo: cluster.conninfo, poolSize: 1), logger: .quiet)
+        let turn = try #require(try await ThreadRepository(database: database).turn(userID: user, id: turnID))
+        #expect(turn.status == .completed)
+        #expect(turn.reply == streamed)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: spool.path).filter { $0.hasSuffix(".json") }.isEmpty)
+        kill(restarted.process.processIdentifier, SIGTERM)
+        #expect(await restarted.waitForExit(timeout: .seconds(20)) == 0)
+        await database.close()
+        await stub.stop()
     }
 }
