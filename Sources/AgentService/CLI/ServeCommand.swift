@@ -3,6 +3,8 @@ import ClaudeStub
 import Dispatch
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import NIOCore
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -104,9 +106,24 @@ struct ServeCommand: AsyncParsableCommand {
             authenticator: Authenticator(verifier: runtime.verifier, metrics: runtime.metrics, logger: logger),
             logger: logger)
         let controllerBox = Mutex<ServiceController?>(nil)
+        let descriptors = OpenFileLimit.raise()
+        let needed = configuration.maxConnections + configuration.maxActiveTurns + configuration.databasePoolSize + 64
+        if descriptors < needed {
+            logger.warning(
+                "the open-file limit (\(descriptors)) is below what MAX_CONNECTIONS + MAX_ACTIVE_TURNS may need (\(needed)); lower them or raise the limit (ulimit -n)"
+            )
+        }
         let app = Application(
             router: api.buildRouter(),
-            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
+            // The idle timeout closes connections whose request head does not arrive in time (slow or stuck clients)
+            // and idle keep-alive connections; a response in progress (a stream) is never cut by it. It runs a second
+            // past the body deadline, so a trickled body gets its 408 before the connection goes.
+            server: .http1(
+                configuration: .init(
+                    idleTimeout: TimeAmount.seconds(Int64(configuration.requestReadTimeoutSeconds + 1)))),
+            configuration: .init(
+                address: .hostname(configuration.host, port: configuration.port), serverName: nil,
+                availableConnectionsDelegate: MaximumAvailableConnections(configuration.maxConnections, logger: logger)),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? configuration.port
                 logger.notice("listening on http://\(configuration.host):\(port) (model \(configuration.model))")
@@ -192,5 +209,21 @@ final class ShutdownSignals: @unchecked Sendable {
                 $0 += 1; return $0
             }
         }
+    }
+}
+
+/// The process's open-file limit.
+enum OpenFileLimit {
+    /// Raises the soft limit to the hard one (sockets for clients, Claude and Postgres all need descriptors) and
+    /// returns the soft limit in effect.
+    static func raise() -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return Int.max }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        return Int(clamping: limit.rlim_cur)
     }
 }

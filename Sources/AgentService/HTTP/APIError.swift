@@ -78,6 +78,12 @@ struct APIError: HTTPResponseError, Sendable {
         status: .conflict, type: "turn_in_progress",
         message: "A reply is still streaming on this thread; wait for its done event (or stop it), then delete.")
 
+    static func requestTimeout(seconds: Int) -> APIError {
+        APIError(
+            status: .requestTimeout, type: "request_timeout",
+            message: "The request body did not arrive within \(seconds) s.", headers: [.connection: "close"])
+    }
+
     static let shuttingDown = APIError(
         status: .serviceUnavailable, type: "shutting_down",
         message: "The service is shutting down; retry shortly.", headers: [.retryAfter: "2"])

@@ -58,12 +58,8 @@ struct AgentAPI: Sendable {
         defer { metrics.admitted(after: .now - arrival) }
         // Identity first: an unauthenticated request costs no body read and no parsing.
         let identity = try await authenticator.identify(request)
-        let body: ByteBuffer
-        do {
-            body = try await request.collectBody(upTo: configuration.maxBodyBytes)
-        } catch {
-            throw APIError.payloadTooLarge(limit: configuration.maxBodyBytes)
-        }
+        let body = try await Self.readBody(
+            request, limit: configuration.maxBodyBytes, within: .seconds(configuration.requestReadTimeoutSeconds))
         let query = try QueryRequest.parse(
             body: body, headers: request.headers, limits: .init(maxQuestionLength: configuration.maxQuestionLength))
         let user = try identity.user(claimed: query.claimedUserID)
@@ -74,6 +70,43 @@ struct AgentAPI: Sendable {
                     idempotencyKey: query.idempotencyKey))
         } catch {
             throw Self.apiError(error)
+        }
+    }
+
+    /// The whole body, which must arrive within `timeout` (408 otherwise: a client trickling bytes cannot hold a
+    /// connection and a handler forever) and be at most `limit` bytes (413).
+    ///
+    /// Structured on purpose: the body reader is a child task that is cancelled at the deadline and always finished
+    /// before this returns, because the server reads the same connection again after the handler.
+    static func readBody(_ request: Request, limit: Int, within timeout: Duration) async throws -> ByteBuffer {
+        enum Outcome: Sendable {
+            case body(ByteBuffer)
+            case tooLarge
+            case timedOut
+        }
+        let outcome = await withTaskGroup(of: Outcome?.self) { group -> Outcome in
+            group.addTask {
+                var request = request
+                do { return .body(try await request.collectBody(upTo: limit)) } catch { return .tooLarge }
+            }
+            group.addTask {
+                do { try await Task.sleep(for: timeout) } catch { return nil }
+                return .timedOut
+            }
+            var first: Outcome = .timedOut
+            for await result in group {
+                if let result {
+                    first = result
+                    break
+                }
+            }
+            group.cancelAll()
+            return first
+        }
+        switch outcome {
+        case .body(let body): return body
+        case .tooLarge: throw APIError.payloadTooLarge(limit: limit)
+        case .timedOut: throw APIError.requestTimeout(seconds: Int(timeout.components.seconds))
         }
     }
 
