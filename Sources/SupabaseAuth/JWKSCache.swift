@@ -60,7 +60,10 @@ final class JWKSCache: Sendable {
         let plan: Plan = state.withLock { state in
             if let key = state.keys[kid] {
                 let stale = state.fetchedAt.map { now - $0 >= ttl } ?? true
-                return .use(key, refreshInBackground: stale && mayAttempt(state, now, interval: unknownKeyRefetchInterval))
+                // While the endpoint is down, stale keys stay in use and a refresh is tried at most once per TTL
+                // (or per unknown-key interval, if shorter).
+                let retry = min(ttl, unknownKeyRefetchInterval)
+                return .use(key, refreshInBackground: stale && mayAttempt(state, now, interval: retry))
             }
             if state.fetchedAt == nil {
                 return mayAttempt(state, now, interval: failedFetchRetryInterval) ? .fetchAndRetry : .unavailable
