@@ -152,6 +152,34 @@ struct CommandLineTests {
         await fixture.stub.stop()
     }
 
+    @Test("replay shows stored escape sequences and bidi overrides as visible text, never raw")
+    func replayEscapesControlCharacters() async throws {
+        let fixture = try await BinaryFixture.make()
+        let user = UUID()
+        let hostile = "title \u{1B}]0;pwned\u{07} red \u{1B}[31m bidi \u{202E}txet\u{9B}2J end"
+        let turn = try await fixture.repository.beginTurn(
+            BeginTurnRequest(userID: user, threadID: "evil", question: hostile))
+        guard case .started(let started) = turn else { throw HarnessError("not started") }
+        try await fixture.repository.completeTurn(TurnCompletion(turnID: started.turnID, userID: user, reply: hostile))
+        for format in ["text", "markdown"] {
+            let run = try await CommandRun.run(
+                ["replay", "evil", "--user", user.uuidString, "--format", format], environment: fixture.environment)
+            #expect(run.status == 0)
+            let scalars = run.stdout.unicodeScalars
+            #expect(!scalars.contains("\u{1B}"), "\(format)")
+            #expect(!scalars.contains("\u{07}"), "\(format)")
+            #expect(!scalars.contains("\u{202E}"), "\(format)")
+            #expect(!scalars.contains("\u{9B}"), "\(format)")
+            #expect(run.stdout.contains(#"\u{1B}]0;pwned\u{7}"#), "\(format): \(run.stdout)")
+        }
+        // JSON keeps the exact stored text (escaped by JSON itself).
+        let json = try await CommandRun.run(
+            ["replay", "evil", "--user", user.uuidString, "--format", "json"], environment: fixture.environment)
+        #expect(!json.stdout.unicodeScalars.contains("\u{1B}"))
+        #expect(json.stdout.contains(#"\u001b"#))
+        await fixture.stub.stop()
+    }
+
     @Test("replay --rerun sends the questions again into a new thread and prints a comparison")
     func rerun() async throws {
         let fixture = try await BinaryFixture.make()

@@ -85,7 +85,7 @@ struct ReplayCommand: AsyncParsableCommand {
             style.bold("Re-running \(turns.count) question(s) of \(sourceThread) into new thread \(newThread)") + "\n")
         var results: [(old: Turn, new: TurnOutcome?)] = []
         for turn in turns {
-            CLI.write("\n" + style.user("You: ") + turn.question + "\n" + style.assistant("Claude: "))
+            CLI.write("\n" + style.user("You: ") + TerminalText.safe(turn.question) + "\n" + style.assistant("Claude: "))
             let handle: TurnHandle
             do {
                 handle = try await runtime.agent.startTurn(
@@ -100,7 +100,7 @@ struct ReplayCommand: AsyncParsableCommand {
             var outcome: TurnOutcome?
             for await event in handle.events {
                 switch event {
-                case .chunk(let text): CLI.write(text)
+                case .chunk(let text): CLI.write(TerminalText.safe(text))
                 case .ping: continue
                 case .done(let done): outcome = done
                 case .failed(let failure): CLI.write("\n" + style.warning("[\(failure.type): \(failure.message)]"))

@@ -15,10 +15,10 @@ struct TranscriptFormatter {
         for turn in turns {
             out += "\n" + style.dim("── Turn \(turn.seq) · \(header(turn))") + "\n"
             if turn.status != .completed {
-                out += style.warning("[\(turn.status.rawValue)\(turn.error.map { ": \($0)" } ?? "")]") + "\n"
+                out += style.warning("[\(turn.status.rawValue)\(turn.error.map { ": \(TerminalText.safe($0))" } ?? "")]") + "\n"
             }
-            out += style.user("You: ") + turn.question + "\n"
-            out += style.assistant("Claude: ") + (turn.reply ?? "") + "\n"
+            out += style.user("You: ") + TerminalText.safe(turn.question) + "\n"
+            out += style.assistant("Claude: ") + TerminalText.safe(turn.reply ?? "") + "\n"
         }
         return out
     }
@@ -28,9 +28,9 @@ struct TranscriptFormatter {
         for turn in turns {
             out += "\n## Turn \(turn.seq)\n\n_\(header(turn))_\n"
             if turn.status != .completed {
-                out += "\n> **\(turn.status.rawValue)**\(turn.error.map { ": \($0)" } ?? "")\n"
+                out += "\n> **\(turn.status.rawValue)**\(turn.error.map { ": \(TerminalText.safe($0))" } ?? "")\n"
             }
-            out += "\n### User\n\n\(turn.question)\n\n### Assistant\n\n\(turn.reply ?? "")\n"
+            out += "\n### User\n\n\(TerminalText.safe(turn.question))\n\n### Assistant\n\n\(TerminalText.safe(turn.reply ?? ""))\n"
         }
         return out
     }
