@@ -76,12 +76,15 @@ public enum TestPostgres {
         return postgres.conninfo(database: String(name))
     }
 
-    /// A new database with every bundled migration applied, and a pool on it (close it when done).
-    public static func freshDatabase(poolSize: Int = 4) async throws -> (conninfo: String, database: Database) {
+    /// A new database with every bundled migration applied, and a pool on it (close it when done); `configure` may
+    /// change the pool's limits.
+    public static func freshDatabase(
+        poolSize: Int = 4, configure: (inout DatabaseConfiguration) -> Void = { _ in }
+    ) async throws -> (conninfo: String, database: Database) {
         let conninfo = try await emptyDatabase()
         _ = try await Migrator(conninfo: conninfo, logger: logger).run()
-        let database = Database(
-            configuration: DatabaseConfiguration(conninfo: conninfo, poolSize: poolSize), logger: logger)
-        return (conninfo, database)
+        var configuration = DatabaseConfiguration(conninfo: conninfo, poolSize: poolSize)
+        configure(&configuration)
+        return (conninfo, Database(configuration: configuration, logger: logger))
     }
 }
