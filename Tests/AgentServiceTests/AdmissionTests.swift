@@ -12,8 +12,8 @@ private func turnCount(_ service: ServiceHarness) async throws -> Int {
 
 @Suite("Hardening: turns are admitted, the stub obeys, public addresses are guarded", .timeLimit(.minutes(3)))
 struct AdmissionTests {
-    /// Replies that take about two seconds, so turns overlap.
-    static let slow = StubConfiguration(deltaInterval: .milliseconds(100), deltaCount: 20)
+    /// Replies that take about four seconds, so turns overlap even on a loaded machine.
+    static let slow = StubConfiguration(deltaInterval: .milliseconds(100), deltaCount: 40)
 
     @Test("past MAX_ACTIVE_TURNS_PER_USER a user gets 429 too_many_turns with Retry-After and nothing written; others go on")
     func perUserCap() async throws {

@@ -13,7 +13,8 @@ struct BrowserSafetyTests {
     @Test("error responses to an allowed origin carry the CORS headers (400, 404, 405, 409, 413, 415, 429)")
     func corsOnErrors() async throws {
         try await ServiceHarness.run(
-            stub: AdmissionTests.slow,
+            // Replies of 8 s: both must still run when the last request below arrives, even on a loaded machine.
+            stub: StubConfiguration(deltaInterval: .milliseconds(100), deltaCount: 80),
             configure: {
                 $0.corsAllowedOrigins = [Self.app]
                 $0.maxActiveTurnsPerUser = 2

@@ -64,7 +64,9 @@ public enum TestPostgres {
         let postgres = try await cluster.value
         let name = "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16)
         let admin = Database(
-            configuration: DatabaseConfiguration(conninfo: postgres.conninfo(database: "postgres"), poolSize: 1),
+            // Many suites create databases at once at the start of a run; on 2 cores one may wait a while.
+            configuration: DatabaseConfiguration(
+                conninfo: postgres.conninfo(database: "postgres"), poolSize: 1, statementTimeout: .seconds(120)),
             logger: logger)
         do {
             _ = try await admin.withConnection { try $0.query(SQLQuery(unsafeSQL: "CREATE DATABASE \(name)")) }
@@ -76,12 +78,15 @@ public enum TestPostgres {
         return postgres.conninfo(database: String(name))
     }
 
-    /// A new database with every bundled migration applied, and a pool on it (close it when done).
-    public static func freshDatabase(poolSize: Int = 4) async throws -> (conninfo: String, database: Database) {
+    /// A new database with every bundled migration applied, and a pool on it (close it when done); `configure` may
+    /// change the pool's limits.
+    public static func freshDatabase(
+        poolSize: Int = 4, configure: (inout DatabaseConfiguration) -> Void = { _ in }
+    ) async throws -> (conninfo: String, database: Database) {
         let conninfo = try await emptyDatabase()
         _ = try await Migrator(conninfo: conninfo, logger: logger).run()
-        let database = Database(
-            configuration: DatabaseConfiguration(conninfo: conninfo, poolSize: poolSize), logger: logger)
-        return (conninfo, database)
+        var configuration = DatabaseConfiguration(conninfo: conninfo, poolSize: poolSize)
+        configure(&configuration)
+        return (conninfo, Database(configuration: configuration, logger: logger))
     }
 }

@@ -31,7 +31,9 @@ final class AgentRuntime: Sendable {
     ) async throws -> AgentRuntime {
         let (database, description) = try await openDatabase(
             environment: environment, logger: logger, poolSize: configuration.databasePoolSize,
-            migrate: configuration.autoMigrate)
+            migrate: configuration.autoMigrate,
+            statementTimeout: .seconds(configuration.databaseStatementTimeoutSeconds),
+            acquireTimeout: .seconds(configuration.databaseAcquireTimeoutSeconds))
         return try await start(
             configuration: configuration, database: database, databaseDescription: description, logger: logger)
     }

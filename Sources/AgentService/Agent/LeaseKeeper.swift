@@ -4,9 +4,9 @@ import ServiceLifecycle
 import ThreadStore
 
 /// Keeps leases honest, on schedules of its own (never behind keep-alive pings):
-/// - every third of the lease it renews the lease of each turn running for over a third of it; a turn whose
+/// - every quarter of the lease it renews the lease of each turn running for over a quarter of it; a turn whose
 ///   lease is gone (the thread was deleted, or another instance recovered it) is stopped, and a renewal that fails
-///   on a database error is retried on the next round (two thirds of the lease remain);
+///   on a database error is retried on the next round (at least half the lease remains);
 /// - every half lease (at most every 30 s) it sweeps turns whose lease expired (their process died) to
 ///   `interrupted`, so no turn stays `streaming` and no Idempotency-Key stays "in progress" after a crash, and
 ///   writes spooled turn endings once the database takes them.
@@ -34,7 +34,7 @@ final class LeaseKeeper: Service, Sendable {
 
     func run() async throws {
         await withDiscardingTaskGroup { group in
-            group.addTask { await self.every(self.lease / 3) { await self.renew() } }
+            group.addTask { await self.every(self.lease / 4) { await self.renew() } }
             group.addTask { await self.every(self.sweepInterval) { await self.sweep() } }
             try? await gracefulShutdown()
             group.cancelAll()
@@ -49,7 +49,7 @@ final class LeaseKeeper: Service, Sendable {
     }
 
     func renew() async {
-        for turn in supervisor.runningTurns() where turn.age > lease / 3 {
+        for turn in supervisor.runningTurns() where turn.age > lease / 4 {
             do {
                 try await repository.renewLease(turnID: turn.turnID, userID: turn.userID, lease: lease)
             } catch let error as StoreError where error.code == .leaseLost {

@@ -11,6 +11,11 @@ struct ServiceConfiguration: Sendable {
     /// `DATABASE_URL`; nil selects the embedded local cluster under `.agent-service/`.
     var databaseURL: String?
     var databasePoolSize = 8
+    /// `DATABASE_STATEMENT_TIMEOUT_SECONDS`: the longest the service waits for one database round trip (the server
+    /// gets nine tenths of it as `statement_timeout`); past it the request gets 503 and the connection is replaced.
+    var databaseStatementTimeoutSeconds = 10
+    /// `DATABASE_ACQUIRE_TIMEOUT_SECONDS`: the longest a request waits for a free pool connection (503 after).
+    var databaseAcquireTimeoutSeconds = 5
     /// Apply pending migrations at start-up (always on for the embedded cluster).
     var autoMigrate = true
     /// `ANTHROPIC_API_KEY`; nil selects the built-in offline Claude stub.
@@ -85,6 +90,10 @@ struct ServiceConfiguration: Sendable {
         databaseURL = env["DATABASE_URL"]
         databasePoolSize = try Self.integer(env, "DATABASE_POOL_SIZE", default: databasePoolSize, range: 1...64)
         autoMigrate = try Self.boolean(env, "AUTO_MIGRATE", default: autoMigrate)
+        databaseStatementTimeoutSeconds = try Self.integer(
+            env, "DATABASE_STATEMENT_TIMEOUT_SECONDS", default: databaseStatementTimeoutSeconds, range: 1...600)
+        databaseAcquireTimeoutSeconds = try Self.integer(
+            env, "DATABASE_ACQUIRE_TIMEOUT_SECONDS", default: databaseAcquireTimeoutSeconds, range: 1...600)
         anthropicAPIKey = env["ANTHROPIC_API_KEY"]
         if let base = env["ANTHROPIC_BASE_URL"] {
             guard let url = URL(string: base), let scheme = url.scheme, ["http", "https"].contains(scheme),

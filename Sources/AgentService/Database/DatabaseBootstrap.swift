@@ -52,7 +52,8 @@ struct DatabaseTarget: Sendable {
 /// "DATABASE_URL: could not connect to host 'db' (connection refused); is Postgres running?".
 /// - Returns: the pool (close it when done) and a description safe to log.
 func openDatabase(
-    environment: AppEnvironment, logger: Logger, poolSize: Int, migrate: Bool
+    environment: AppEnvironment, logger: Logger, poolSize: Int, migrate: Bool,
+    statementTimeout: Duration = .seconds(10), acquireTimeout: Duration = .seconds(5)
 ) async throws -> (Database, description: String) {
     let target = try await DatabaseTarget.resolve(environment: environment, logger: logger)
     let prefix = target.isEmbedded ? "local PostgreSQL: " : "DATABASE_URL: "
@@ -64,7 +65,10 @@ func openDatabase(
             }
         }
         let database = Database(
-            configuration: DatabaseConfiguration(conninfo: target.conninfo, poolSize: poolSize), logger: logger)
+            configuration: DatabaseConfiguration(
+                conninfo: target.conninfo, poolSize: poolSize, statementTimeout: statementTimeout,
+                acquireTimeout: acquireTimeout),
+            logger: logger)
         do {
             try await database.ping()
         } catch {

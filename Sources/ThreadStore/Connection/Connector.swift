@@ -4,22 +4,20 @@ import Synchronization
 
 /// Opens libpq connections and explains failures in one line without echoing the password.
 enum Connector {
+    /// TCP keepalives notice a peer that vanished while a connection sat idle in the pool (first probe after 30 s,
+    /// then every 10 s, dropped after 3 misses), and `tcp_user_timeout` drops a connection whose sent bytes stay
+    /// unacknowledged for 30 s (a network partition mid-statement). Both are client socket options that libpq
+    /// ignores for Unix sockets; a stopped server whose kernel still acknowledges is the statement deadline's job.
+    static let socketDefaults: [(key: String, value: String)] = [
+        ("keepalives", "1"), ("keepalives_idle", "30"), ("keepalives_interval", "10"), ("keepalives_count", "3"),
+        ("tcp_user_timeout", "30000"),
+    ]
+
     static func open(_ configuration: DatabaseConfiguration, counters: DatabaseCounters) throws -> DatabaseConnection {
-        let keys = ["dbname", "connect_timeout", "application_name"]
-        let values = [
-            configuration.conninfo, String(configuration.connectTimeoutSeconds), configuration.applicationName,
-        ]
-        // expand_dbname=1 expands the conninfo/URI given as "dbname"; later keys would override it, so ours are
-        // passed only where the conninfo leaves them unset.
         let parsed = parse(configuration.conninfo)
-        var useKeys = ["dbname"]
-        var useValues = [values[0]]
-        for (index, key) in keys.enumerated().dropFirst() where parsed?[key] == nil {
-            useKeys.append(key)
-            useValues.append(values[index])
-        }
-        let handle: OpaquePointer? = withCStrings(useKeys) { keyPointers in
-            withCStrings(useValues) { valuePointers in
+        let parameters = parameters(for: configuration, parsed: parsed)
+        let handle: OpaquePointer? = withCStrings(parameters.map(\.key)) { keyPointers in
+            withCStrings(parameters.map(\.value)) { valuePointers in
                 PQconnectdbParams(keyPointers, valuePointers, 1)
             }
         }
@@ -30,10 +28,32 @@ enum Connector {
             PQfinish(handle)
             throw describeFailure(raw, host: host, configuration: configuration, parsed: parsed)
         }
+        // Every wait is a poll() bounded by the statement deadline; libpq must never block in send() on its own, and
+        // PQfinish of an abandoned connection must not block on a full socket buffer either.
+        guard PQsetnonblocking(handle, 1) == 0 else {
+            let error = StoreError(
+                .connectionFailed, "could not switch the connection to non-blocking mode",
+                detail: String(cString: PQerrorMessage(handle)))
+            PQfinish(handle)
+            throw error
+        }
         // Server notices ("relation already exists, skipping") would otherwise go to stderr.
         _ = PQsetNoticeProcessor(handle, { _, _ in }, nil)
         counters.connectionsOpened.add(1, ordering: .relaxed)
-        return DatabaseConnection(handle: handle, counters: counters)
+        return DatabaseConnection(handle: handle, counters: counters, statementTimeout: configuration.statementTimeout)
+    }
+
+    /// The keywords passed to `PQconnectdbParams`: the conninfo (expanded as `dbname`), then ours where the
+    /// conninfo leaves them unset (later keys would override the expanded ones).
+    static func parameters(
+        for configuration: DatabaseConfiguration, parsed: [String: String]?
+    ) -> [(key: String, value: String)] {
+        let ours: [(key: String, value: String)] =
+            [
+                ("connect_timeout", String(configuration.connectTimeoutSeconds)),
+                ("application_name", configuration.applicationName),
+            ] + socketDefaults
+        return [("dbname", configuration.conninfo)] + ours.filter { parsed?[$0.key] == nil }
     }
 
     /// The key/value pairs of a conninfo or URI, or nil when libpq cannot parse it.

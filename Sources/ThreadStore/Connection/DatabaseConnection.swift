@@ -8,27 +8,37 @@ import Synchronization
 /// One libpq connection, confined to the dedicated thread of its pool slot.
 ///
 /// You get one inside `Database.withConnection` or `Database.transaction`; do not keep it after the closure returns.
-/// Every statement goes out as an unnamed extended-protocol statement (`PQexecParams`/`PQsendQueryParams`) with all
-/// values bound, and no session state is set (per-user settings are transaction-local, see `asUser`), so it works
-/// behind transaction poolers.
+/// Every statement goes out as an unnamed extended-protocol statement (`PQsendQueryParams`) with all values bound,
+/// and no session state is set (per-user settings are transaction-local, see `asUser`), so it works behind
+/// transaction poolers.
+///
+/// The socket is non-blocking and every wait is a `poll()` bounded by `statementTimeout` per round trip: a server
+/// that stops answering (a stopped backend still has its kernel acknowledge our bytes) costs at most that long. On
+/// a missed deadline the connection is abandoned (never `PQcancel`, which blocks) and the pool slot reconnects on
+/// next use.
 public final class DatabaseConnection {
     let handle: OpaquePointer
     let counters: DatabaseCounters
+    /// The client-side deadline of each round trip; nil for none.
+    let statementTimeout: Duration?
+    /// Set when a deadline passed with a round trip in flight: the protocol state is unknown, so nothing more is sent.
+    private var abandoned = false
 
-    init(handle: OpaquePointer, counters: DatabaseCounters) {
+    init(handle: OpaquePointer, counters: DatabaseCounters, statementTimeout: Duration?) {
         self.handle = handle
         self.counters = counters
+        self.statementTimeout = statementTimeout.flatMap { $0 > .zero ? $0 : nil }
     }
 
     deinit { PQfinish(handle) }
 
-    var isBroken: Bool { PQstatus(handle) == CONNECTION_BAD }
+    var isBroken: Bool { abandoned || PQstatus(handle) == CONNECTION_BAD }
 
     /// Checks, without a round trip, that nothing arrived while the connection was idle: an idle connection only
     /// becomes readable when the server ended it (a termination notice, then EOF), so a readable socket means the
     /// connection is discarded before a statement is sent to a dead backend.
     func isAliveWithoutRoundTrip() -> Bool {
-        if PQstatus(handle) != CONNECTION_OK { return false }
+        if isBroken || PQstatus(handle) != CONNECTION_OK { return false }
         var descriptor = pollfd(fd: PQsocket(handle), events: Int16(POLLIN), revents: 0)
         let ready = poll(&descriptor, 1, 0)
         return ready == 0
@@ -38,20 +48,26 @@ public final class DatabaseConnection {
     @discardableResult
     public func query(_ query: SQLQuery) throws -> QueryResult {
         try Self.checkBinds(query)
+        try checkUsable()
         counters.roundTrips.add(1, ordering: .relaxed)
-        let result = withParameters(query.binds) { values in
-            PQexecParams(handle, query.sql, Int32(values.count), nil, values, nil, nil, 0)
+        let deadline = Deadline(after: statementTimeout)
+        let sent = withParameters(query.binds) { values in
+            PQsendQueryParams(handle, query.sql, Int32(values.count), nil, values, nil, nil, 0)
         }
-        return try consume(result)
+        guard sent == 1 else { throw drainAfterFailure(connectionError("could not send the statement")) }
+        try flush(by: deadline)
+        return try consume(try collectResults(by: deadline))
     }
 
     /// Sends `queries` in one round trip (libpq pipeline mode with one sync). The batch is one implicit transaction:
     /// when a statement fails, the whole batch is rolled back and the first error is thrown.
     public func pipeline(_ queries: [SQLQuery]) throws -> [QueryResult] {
         for query in queries { try Self.checkBinds(query) }
+        try checkUsable()
         guard PQenterPipelineMode(handle) == 1 else { throw connectionError("could not enter pipeline mode") }
         defer { _ = PQexitPipelineMode(handle) }
         counters.roundTrips.add(1, ordering: .relaxed)
+        let deadline = Deadline(after: statementTimeout)
         for query in queries {
             let sent = withParameters(query.binds) { values in
                 PQsendQueryParams(handle, query.sql, Int32(values.count), nil, values, nil, nil, 0)
@@ -59,11 +75,12 @@ public final class DatabaseConnection {
             guard sent == 1 else { throw drainAfterFailure(connectionError("could not send a pipelined statement")) }
         }
         guard PQpipelineSync(handle) == 1 else { throw drainAfterFailure(connectionError("could not send the sync")) }
+        try flush(by: deadline)
 
         var results: [QueryResult] = []
         var firstError: StoreError?
         for _ in queries {
-            guard let result = PQgetResult(handle) else {
+            guard let result = try nextResult(by: deadline) else {
                 throw connectionError("the connection closed in the middle of a pipeline")
             }
             let status = PQresultStatus(result)
@@ -75,12 +92,12 @@ public final class DatabaseConnection {
                 }
             }
             // Each statement's results end with a NULL.
-            while let extra = PQgetResult(handle) { PQclear(extra) }
+            while let extra = try nextResult(by: deadline) { PQclear(extra) }
         }
         // The sync marker; libpq returns it right after the last statement's NULL.
         var strayNulls = 0
         while true {
-            guard let result = PQgetResult(handle) else {
+            guard let result = try nextResult(by: deadline) else {
                 strayNulls += 1
                 if isBroken || strayNulls > 2 {
                     throw firstError ?? connectionError("the connection closed before the pipeline sync")
@@ -93,23 +110,117 @@ public final class DatabaseConnection {
         }
         if let firstError {
             // A batch that opened its own transaction (BEGIN ... COMMIT) is left in a failed transaction block after
-            // the sync; end it so the connection goes back to the pool clean.
+            // the sync; end it so the connection goes back to the pool clean. Not counted: the batch's error is what
+            // the caller sees, and a ROLLBACK that cannot be sent leaves the connection to be replaced.
             if PQtransactionStatus(handle) != PQTRANS_IDLE, PQexitPipelineMode(handle) == 1, !isBroken {
-                PQclear(PQexec(handle, "ROLLBACK"))
+                _ = try? roundTripWithoutBinds("ROLLBACK", deadline: Deadline(after: statementTimeout))
             }
             throw firstError
         }
         return results
     }
 
-    /// Runs SQL text with the simple protocol (several statements allowed). Reserved for migrations: it binds nothing.
+    /// Runs SQL text with the simple protocol (several statements allowed). Reserved for migrations: it binds nothing
+    /// and has no client-side deadline, since a migration may legitimately run for long (its own `lock_timeout`
+    /// bounds the waits that a stalled peer would cause).
     func executeScript(_ sql: String) throws {
+        try checkUsable()
         counters.roundTrips.add(1, ordering: .relaxed)
-        _ = try consume(PQexec(handle, sql))
+        _ = try consume(try roundTripWithoutBinds(sql, deadline: Deadline(after: nil)))
     }
 
+    /// Sends `sql` with the simple protocol and returns its result (the first error, else the last result).
+    private func roundTripWithoutBinds(_ sql: String, deadline: Deadline) throws -> OpaquePointer? {
+        guard PQsendQuery(handle, sql) == 1 else {
+            throw drainAfterFailure(connectionError("could not send the statement"))
+        }
+        try flush(by: deadline)
+        return try collectResults(by: deadline)
+    }
+
+    // MARK: - Waiting (non-blocking socket, bounded by the deadline)
+
+    private func checkUsable() throws {
+        if abandoned {
+            throw StoreError(.connectionLost, "the connection was abandoned after the database did not answer in time")
+        }
+    }
+
+    /// Reads results up to the NULL that ends a statement: the first error when there is one, else the last result
+    /// (what `PQexec` returns). Frees the others.
+    private func collectResults(by deadline: Deadline) throws -> OpaquePointer? {
+        var kept: OpaquePointer?
+        do {
+            while let result = try nextResult(by: deadline) {
+                if let previous = kept, PQresultStatus(previous) == PGRES_FATAL_ERROR {
+                    PQclear(result)
+                } else {
+                    if let previous = kept { PQclear(previous) }
+                    kept = result
+                }
+            }
+        } catch {
+            // A server that reports an error and then hangs up (a terminated backend) is better told by its error.
+            if let kept, PQresultStatus(kept) == PGRES_FATAL_ERROR, (error as? StoreError)?.code == .connectionLost {
+                return kept
+            }
+            if let kept { PQclear(kept) }
+            throw error
+        }
+        return kept
+    }
+
+    /// `PQgetResult` without blocking past the deadline: waits for input while libpq says it would block.
+    private func nextResult(by deadline: Deadline) throws -> OpaquePointer? {
+        while PQisBusy(handle) == 1 {
+            _ = try wait(for: POLLIN, by: deadline)
+            guard PQconsumeInput(handle) == 1 else { throw connectionError("the connection to the server was lost") }
+        }
+        return PQgetResult(handle)
+    }
+
+    /// Sends everything libpq has buffered, reading input meanwhile so a server blocked on its own output can go on.
+    private func flush(by deadline: Deadline) throws {
+        while true {
+            switch PQflush(handle) {
+            case 0: return
+            case 1:
+                let events = try wait(for: POLLIN | POLLOUT, by: deadline)
+                if events & Int16(POLLIN) != 0, PQconsumeInput(handle) != 1 {
+                    throw connectionError("the connection to the server was lost")
+                }
+            default:
+                throw connectionError("could not send to the server")
+            }
+        }
+    }
+
+    /// Waits until the socket is ready for `events`; on a missed deadline abandons the connection and throws
+    /// `StoreError.timeout`.
+    private func wait(for events: Int32, by deadline: Deadline) throws -> Int16 {
+        let socket = PQsocket(handle)
+        guard socket >= 0 else { throw connectionError("the connection to the server was lost") }
+        while true {
+            var descriptor = pollfd(fd: socket, events: Int16(events), revents: 0)
+            let ready = poll(&descriptor, 1, deadline.pollTimeout())
+            if ready > 0 { return descriptor.revents }
+            if ready < 0 && errno != EINTR {
+                throw connectionError("waiting for the server failed (\(String(cString: strerror(errno))))")
+            }
+            if ready == 0 && deadline.hasPassed() {
+                abandoned = true
+                var error = StoreError(
+                    .timeout, "the database did not answer within \(deadline.limit?.secondsDescription ?? "")")
+                error.detail = "client-side deadline; the connection is closed and the pool slot reconnects"
+                throw error
+            }
+        }
+    }
+
+    /// Discards what a failed send left behind, within a short deadline of its own, and returns `error`.
     private func drainAfterFailure(_ error: StoreError) -> StoreError {
-        while let result = PQgetResult(handle) { PQclear(result) }
+        let deadline = Deadline(after: statementTimeout ?? .seconds(10))
+        while let result = try? nextResult(by: deadline) { PQclear(result) }
         return error
     }
 

@@ -7,7 +7,7 @@ public struct StoreError: Error, Sendable, CustomStringConvertible, CustomDebugS
     public struct Code: Sendable, Hashable, CustomStringConvertible {
         enum Base: String, Sendable {
             case threadBusy, notFound, leaseLost, invalidText, invalidArgument, connectionFailed, connectionLost
-            case server, migration, embeddedPostgres, closed
+            case server, migration, embeddedPostgres, closed, timeout, overloaded
         }
         let base: Base
         init(_ base: Base) { self.base = base }
@@ -34,6 +34,11 @@ public struct StoreError: Error, Sendable, CustomStringConvertible, CustomDebugS
         public static let embeddedPostgres = Code(.embeddedPostgres)
         /// The database pool was closed.
         public static let closed = Code(.closed)
+        /// The database did not answer a round trip in time (`DatabaseConfiguration.statementTimeout`), or no pooled
+        /// connection came free in time (`acquireTimeout`); whether an in-flight statement ran is unknown.
+        public static let timeout = Code(.timeout)
+        /// Every pooled connection is busy and the queue of waiting callers is full (`maxWaiters`).
+        public static let overloaded = Code(.overloaded)
 
         public var description: String { base.rawValue }
     }
@@ -56,15 +61,16 @@ public struct StoreError: Error, Sendable, CustomStringConvertible, CustomDebugS
         self.detail = detail
     }
 
-    /// Whether retrying the same operation later may succeed: connection failures and losses, server shutdown
-    /// (57P01, 57P02, 57P03), any 08xxx connection exception, serialization failure (40001) and deadlock (40P01).
+    /// Whether retrying the same operation later may succeed: connection failures and losses, timeouts, a full pool,
+    /// server shutdown (57P01, 57P02, 57P03), a statement cancelled by the server's `statement_timeout` (57014), any
+    /// 08xxx connection exception, serialization failure (40001) and deadlock (40P01).
     public var isTransient: Bool {
         if let transient { return transient }
         switch code.base {
-        case .connectionFailed, .connectionLost: return true
+        case .connectionFailed, .connectionLost, .timeout, .overloaded: return true
         case .server:
             guard let state = sqlState else { return false }
-            return state.hasPrefix("08") || ["57P01", "57P02", "57P03", "40001", "40P01"].contains(state)
+            return state.hasPrefix("08") || ["57P01", "57P02", "57P03", "57014", "40001", "40P01"].contains(state)
         default: return false
         }
     }

@@ -154,8 +154,7 @@ public struct Migrator: Sendable {
                 throw failure
             }
             let elapsed = clock.now - start
-            let milliseconds = Int(
-                elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
+            let milliseconds = elapsed.milliseconds
             try connection.query(
                 """
                 INSERT INTO supabase_migrations.schema_migrations (version, name, statements)

@@ -6,14 +6,31 @@ import Foundation
 /// The migrations give the no-login role `agent_service_user` policies that admit only the rows of the user named
 /// in the transaction-local setting `request.jwt.claims` (the setting PostgREST and `auth.uid()` read on Supabase).
 /// `asUser` sends a batch in one pipeline (one implicit transaction up to its sync) led by a `set_config` of both
-/// settings with `is_local`, so they hold for the batch's statements and end with its transaction: one round trip,
-/// nothing left on the session, so a transaction pooler can hand the backend to anyone next.
+/// settings (and a `statement_timeout`) with `is_local`, so they hold for the batch's statements and end with its
+/// transaction: one round trip, nothing left on the session, so a transaction pooler can hand the backend to anyone
+/// next.
 enum UserScope {
     static let role = "agent_service_user"
 
-    static func enter(_ user: UUID) -> SQLQuery {
+    /// Switches to the role with the user's claims, and when `statementTimeout` is set gives the server a
+    /// `statement_timeout` of nine tenths of it (transaction-local too, so a transaction pooler carries it; a startup
+    /// `options` parameter would be rejected by PgBouncer): a slow statement is cancelled by the server, which keeps
+    /// the connection usable, before the client-side deadline gives up on the connection.
+    static func enter(_ user: UUID, statementTimeout: Duration?) -> SQLQuery {
         let claims = #"{"sub":"\#(user.uuidString.lowercased())","role":"authenticated"}"#
-        return "SELECT set_config('role', \(role), true), set_config('request.jwt.claims', \(claims), true)"
+        guard let milliseconds = serverTimeoutMilliseconds(statementTimeout) else {
+            return "SELECT set_config('role', \(role), true), set_config('request.jwt.claims', \(claims), true)"
+        }
+        return """
+            SELECT set_config('role', \(role), true), set_config('request.jwt.claims', \(claims), true),
+                   set_config('statement_timeout', \("\(milliseconds)ms"), true)
+            """
+    }
+
+    /// Nine tenths of the client deadline in whole milliseconds (at least 1), or nil when there is no deadline.
+    static func serverTimeoutMilliseconds(_ statementTimeout: Duration?) -> Int? {
+        guard let statementTimeout, statementTimeout > .zero else { return nil }
+        return max(1, statementTimeout.milliseconds * 9 / 10)
     }
 }
 
@@ -23,7 +40,7 @@ extension DatabaseConnection {
     /// A failing statement rolls the whole batch back and is thrown.
     func asUser(rowSecurity: Bool = true, _ user: UUID, _ queries: [SQLQuery]) throws -> [QueryResult] {
         guard rowSecurity else { return queries.count == 1 ? [try query(queries[0])] : try pipeline(queries) }
-        let results = try pipeline([UserScope.enter(user)] + queries)
+        let results = try pipeline([UserScope.enter(user, statementTimeout: statementTimeout)] + queries)
         return Array(results.dropFirst())
     }
 
