@@ -46,3 +46,54 @@ struct DatabaseOutageTests {
         }
     }
 }
+
+@Suite("A stalled database fails fast", .timeLimit(.minutes(3)))
+struct StalledDatabaseTests {
+    @Test("with every Postgres process stopped, requests get 503 database_unavailable in bounded time; health checks do not pile up; all recover")
+    func stalledDatabaseAnswers503() async throws {
+        let cluster = try await PrivateCluster.start("frozen")
+        defer { cluster.remove() }
+        let database = Database(
+            configuration: DatabaseConfiguration(
+                conninfo: cluster.conninfo, poolSize: 2, statementTimeout: .seconds(2), acquireTimeout: .seconds(1)),
+            logger: .quiet)
+        try await ServiceHarness.run(database: (cluster.conninfo, database)) { service in
+            let user = UUID()
+            _ = try await service.streamTurn("before the stall", user: user, thread: "t")
+            cluster.freeze()
+            let port = service.port
+            let started = ContinuousClock.now
+            let threads = try await TestHTTP.request(port: port, method: "GET", path: "/threads?user_id=\(user)")
+            let threadsAfter = ContinuousClock.now - started
+            #expect(threads.status == 503)
+            #expect((threads.json["error"] as? [String: Any])?["type"] as? String == "database_unavailable")
+            #expect(threadsAfter < .seconds(8), "answered after \(threadsAfter)")
+            let query = try await TestHTTP.postJSON(
+                port: port, path: "/query", json: ServiceHarness.body("during the stall", user: user, thread: "u"))
+            #expect(query.status == 503)
+            // A burst of health checks: each answers 503 within its 2 s budget, none waits for the others.
+            let burstStart = ContinuousClock.now
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<20 {
+                    group.addTask { try await TestHTTP.request(port: port, method: "GET", path: "/health").status }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(statuses.allSatisfy { $0 == 503 })
+            #expect(ContinuousClock.now - burstStart < .seconds(8))
+
+            cluster.thaw()
+            #expect(
+                try await service.eventually(timeout: .seconds(20)) {
+                    try await TestHTTP.request(port: port, method: "GET", path: "/health").status == 200
+                })
+            let after = try await TestHTTP.request(port: port, method: "GET", path: "/threads?user_id=\(user)")
+            #expect(after.status == 200)
+            let next = try await service.streamTurn("after the stall", user: user, thread: "t")
+            #expect(next.events.last?.isDone == true)
+            // Nothing the stalled requests started was half-written.
+            let turns = try await service.repository.turns(userID: user, threadID: "u", limit: 10, beforeSeq: nil)
+            #expect(turns == nil)
+        }
+    }
+}
