@@ -13,7 +13,7 @@ struct ServiceConfiguration: Sendable {
     var databasePoolSize = 8
     /// `DATABASE_STATEMENT_TIMEOUT_SECONDS`: the longest the service waits for one database round trip (the server
     /// gets nine tenths of it as `statement_timeout`); past it the request gets 503 and the connection is replaced.
-    var databaseStatementTimeoutSeconds = 10
+    var databaseStatementTimeoutSeconds = 5
     /// `DATABASE_ACQUIRE_TIMEOUT_SECONDS`: the longest a request waits for a free pool connection (503 after).
     var databaseAcquireTimeoutSeconds = 5
     /// Apply pending migrations at start-up (always on for the embedded cluster).

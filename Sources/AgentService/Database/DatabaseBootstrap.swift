@@ -53,7 +53,7 @@ struct DatabaseTarget: Sendable {
 /// - Returns: the pool (close it when done) and a description safe to log.
 func openDatabase(
     environment: AppEnvironment, logger: Logger, poolSize: Int, migrate: Bool,
-    statementTimeout: Duration = .seconds(10), acquireTimeout: Duration = .seconds(5)
+    statementTimeout: Duration = .seconds(5), acquireTimeout: Duration = .seconds(5)
 ) async throws -> (Database, description: String) {
     let target = try await DatabaseTarget.resolve(environment: environment, logger: logger)
     let prefix = target.isEmbedded ? "local PostgreSQL: " : "DATABASE_URL: "

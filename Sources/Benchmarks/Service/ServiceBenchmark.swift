@@ -77,6 +77,8 @@ struct ServiceBenchmark: AsyncParsableCommand {
                 "DATABASE_URL": database.conninfo, "ANTHROPIC_API_KEY": "bench",
                 "ANTHROPIC_BASE_URL": "http://127.0.0.1:\(stub.port)", "PORT": "0", "LOG_LEVEL": "notice",
                 "DATABASE_POOL_SIZE": "\(poolSize)", "SSE_PING_SECONDS": "15",
+                // The caps stay on (their cost is part of what is measured), set above the largest level.
+                "MAX_ACTIVE_TURNS": "\(max(1_000, largest * 2))", "MAX_CONNECTIONS": "\(largest * 2 + 1_000)",
             ],
             readyPattern: #"listening on http://[^:]+:(\d+)"#)
         defer { service.terminate() }
