@@ -231,7 +231,7 @@ public struct EmbeddedPostgres: Sendable {
     private func lockDown(tools: String, password: String) throws {
         do {
             let connection = try Connector.open(
-                DatabaseConfiguration(conninfo: conninfo(database: "postgres"), applicationName: "agent-service-setup"),
+                setupConfiguration,
                 counters: DatabaseCounters())
             guard let verifier = PQencryptPasswordConn(connection.handle, password, "postgres", "scram-sha-256") else {
                 throw failure(
@@ -298,10 +298,18 @@ public struct EmbeddedPostgres: Sendable {
         }
     }
 
+    /// For setup connections: CREATE DATABASE copies a template and may take long on a busy machine (many test
+    /// suites start at once), so it gets a generous deadline instead of the default.
+    private var setupConfiguration: DatabaseConfiguration {
+        DatabaseConfiguration(
+            conninfo: conninfo(database: "postgres"), applicationName: "agent-service-setup",
+            statementTimeout: .seconds(120))
+    }
+
     private func createDatabaseIfMissing() throws {
         let counters = DatabaseCounters()
         let connection = try Connector.open(
-            DatabaseConfiguration(conninfo: conninfo(database: "postgres"), applicationName: "agent-service-setup"),
+            setupConfiguration,
             counters: counters)
         let exists = try connection.query("SELECT 1 FROM pg_database WHERE datname = \(databaseName)")
         if exists.rows.isEmpty {
