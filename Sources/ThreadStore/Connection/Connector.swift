@@ -94,6 +94,9 @@ enum Connector {
         } else if lower.contains("could not translate host name") {
             reason = "could not connect to host '\(host)' (unknown host name)"
             transient = false
+        } else if lower.contains("no password supplied") {
+            reason = "\(place) asks user '\(user)' for a password and the connection string has none"
+            transient = false
         } else if lower.contains("password authentication failed") || lower.contains("authentication failed") {
             reason = "authentication failed for user '\(user)' at \(place)"
             transient = false

@@ -1,13 +1,17 @@
+import CPostgres
 public import Foundation
 public import Logging
 
 /// A private PostgreSQL cluster for local development and tests, started on demand from the server package.
 ///
-/// `start()` initializes the cluster under `directory` the first time (initdb, trust auth, UTF-8, C locale; as the
-/// `postgres` OS user when running as root), starts it with `pg_ctl` listening only on a Unix socket in a folder of
-/// its own, creates the database and returns a conninfo. Later calls and other processes find it running and just
-/// connect; concurrent first starts are serialized with an `flock`. The cluster keeps running after the process
-/// exits; `stop()` ends it. Blocking: call it from a thread of your own or through `startDetached()`.
+/// `start()` initializes the cluster under `directory` the first time (initdb with `scram-sha-256` and a generated
+/// password, UTF-8, C locale; as the `postgres` OS user when running as root), starts it with `pg_ctl` listening
+/// only on a Unix socket in a `0700` folder of its own, creates the database and returns a conninfo that carries the
+/// password. The password is kept in a `0600` file next to the data folder, readable only by the user running the
+/// service (see `ClusterAccess`). A cluster made by an earlier version (which trusted every local user) is made
+/// private on its next start. Later calls and other processes find it running and just connect; concurrent first
+/// starts are serialized with an `flock`. The cluster keeps running after the process exits; `stop()` ends it.
+/// Blocking: call it from a thread of your own or through `startDetached()`.
 public struct EmbeddedPostgres: Sendable {
     /// The folder holding the cluster (`data/`, `socket/`, `server.log`).
     public private(set) var directory: URL
@@ -33,18 +37,43 @@ public struct EmbeddedPostgres: Sendable {
     var dataDirectory: String { directory.appendingPathComponent("data").path }
     var logFile: String { directory.appendingPathComponent("server.log").path }
     var lockFile: String { directory.path + ".lock" }
+    /// The superuser's password, `0600`, owned by the user running the service.
+    var passwordFile: String { directory.appendingPathComponent("password").path }
 
     /// The folder holding the server's socket: inside `directory`, or a short one under /tmp when that path would
     /// exceed the 107-byte limit of Unix socket paths.
     var socketDirectory: String {
-        let preferred = directory.appendingPathComponent("socket").path
-        if (preferred + "/.s.PGSQL.\(Self.port)").utf8.count < 100 { return preferred }
-        return "/tmp/agent-service-\(Self.shortHash(directory.path))"
+        usesShortSocketFolder
+            ? "/tmp/agent-service-\(Self.shortHash(directory.path))" : directory.appendingPathComponent("socket").path
     }
 
-    /// The conninfo of `database` in this cluster.
+    var usesShortSocketFolder: Bool {
+        (directory.appendingPathComponent("socket").path + "/.s.PGSQL.\(Self.port)").utf8.count >= 100
+    }
+
+    /// The conninfo of `database` in this cluster, with the password once the cluster has one.
     public func conninfo(database: String? = nil) -> String {
-        "host=\(socketDirectory) port=\(Self.port) user=postgres dbname=\(database ?? databaseName)"
+        let cluster = located
+        var conninfo =
+            "host=\(cluster.socketDirectory) port=\(Self.port) user=postgres dbname=\(database ?? databaseName)"
+        if let password = cluster.storedPassword() { conninfo += " password=\(password)" }
+        return conninfo
+    }
+
+    /// The password from `passwordFile`, or nil when it is missing or not one this code wrote.
+    func storedPassword() -> String? {
+        guard let text = try? String(contentsOfFile: passwordFile, encoding: .utf8) else { return nil }
+        let password = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        return ClusterAccess.isValidPassword(password) ? password : nil
+    }
+
+    /// This cluster, or its fallback folder when a root process had to move it there (see `fallbackDirectory`).
+    var located: EmbeddedPostgres {
+        let fileManager = FileManager.default
+        guard Self.isRoot, !fileManager.fileExists(atPath: dataDirectory + "/PG_VERSION") else { return self }
+        var moved = self
+        moved.directory = fallbackDirectory
+        return fileManager.fileExists(atPath: moved.dataDirectory + "/PG_VERSION") ? moved : self
     }
 
     /// A running cluster: how to connect and where it actually lives (a fallback folder when running as root and
@@ -95,48 +124,45 @@ public struct EmbeddedPostgres: Sendable {
     }
 
     private func withTraversableDirectory() throws -> EmbeddedPostgres {
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        try Self.chownToPostgres(directory.path)
+        try PrivateDirectory.prepare(directory.path, shared: false, serverOwned: true)
         if Self.canPostgresUserWrite(directory.path) { return self }
         var moved = self
         moved.directory = fallbackDirectory
         logger.notice(
             "the postgres OS user cannot reach the cluster folder; using a fallback",
             metadata: ["wanted": "\(directory.path)", "using": "\(moved.directory.path)"])
-        try FileManager.default.createDirectory(at: moved.directory, withIntermediateDirectories: true)
-        try Self.chownToPostgres(moved.directory.path)
+        // /var/tmp is shared: its folder is checked, so another user cannot have prepared it for us.
+        let sharedParent = fallbackDirectory.deletingLastPathComponent().path
+        try PrivateDirectory.prepare(sharedParent, shared: true, serverOwned: true)
         return moved
     }
 
     private func startHere() throws -> String {
         let tools = try Self.serverBinDirectory()
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        if Self.isRoot { try Self.chownToPostgres(directory.path) }
+        try PrivateDirectory.prepare(directory.path, shared: false, serverOwned: true)
 
-        let lock = open(lockFile, O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
+        let lock = open(lockFile, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard lock >= 0 else { throw failure("cannot open the lock file \(lockFile)") }
         defer { close(lock) }
         guard flock(lock, LOCK_EX) == 0 else { throw failure("cannot lock \(lockFile)") }
         defer { flock(lock, LOCK_UN) }
 
-        let fileManager = FileManager.default
-        if !fileManager.fileExists(atPath: dataDirectory + "/PG_VERSION") {
-            if fileManager.fileExists(atPath: dataDirectory) { try fileManager.removeItem(atPath: dataDirectory) }
-            logger.notice("initializing a local PostgreSQL cluster", metadata: ["directory": "\(directory.path)"])
-            _ = try runServerTool(
-                "\(tools)/initdb",
-                ["-D", dataDirectory, "--auth=trust", "--encoding=UTF8", "--locale=C", "-U", "postgres"])
-            var settings = [
-                "listen_addresses = ''", "unix_socket_directories = '\(socketDirectory)'", "port = \(Self.port)",
-            ]
-            settings += extraSettings
-            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: dataDirectory + "/postgresql.conf"))
-            handle.seekToEndOfFile()
-            handle.write(Data(("\n# agent-service\n" + settings.joined(separator: "\n") + "\n").utf8))
-            try handle.close()
+        if !FileManager.default.fileExists(atPath: dataDirectory + "/PG_VERSION") { try initialize(tools: tools) }
+        try PrivateDirectory.prepare(socketDirectory, shared: usesShortSocketFolder, serverOwned: true)
+        guard chmod(dataDirectory, 0o700) == 0 else {
+            throw failure("cannot make \(dataDirectory) private (mode 0700)")
         }
-        try fileManager.createDirectory(atPath: socketDirectory, withIntermediateDirectories: true)
-        if Self.isRoot { try Self.chownToPostgres(socketDirectory) }
+        try addPrivateSettingsIfMissing()
+        guard let rules = try? String(contentsOfFile: hbaFile, encoding: .utf8) else {
+            throw failure("cannot read \(hbaFile); is the cluster folder damaged?")
+        }
+        let trusting = ClusterAccess.allowsTrust(rules)
+        let stored = storedPassword()
+        if stored == nil && !trusting {
+            throw failure(
+                "the password file \(passwordFile) is missing or damaged, and the cluster admits only connections with "
+                    + "a password; restore the file, or remove \(directory.path) to start over (its data is lost)")
+        }
 
         let status = try runServerTool("\(tools)/pg_ctl", ["status", "-D", dataDirectory], allowFailure: true)
         if status.exitCode != 0 {
@@ -149,14 +175,141 @@ public struct EmbeddedPostgres: Sendable {
                     detail: started.output)
             }
         }
+        if trusting { try lockDown(tools: tools, password: stored ?? writeNewPassword()) }
         try createDatabaseIfMissing()
         return conninfo()
+    }
+
+    var hbaFile: String { dataDirectory + "/pg_hba.conf" }
+
+    /// initdb with a generated password and password authentication, then the private settings and rules.
+    private func initialize(tools: String) throws {
+        let fileManager = FileManager.default
+        if fileManager.fileExists(atPath: dataDirectory) { try fileManager.removeItem(atPath: dataDirectory) }
+        logger.notice("initializing a local PostgreSQL cluster", metadata: ["directory": "\(directory.path)"])
+        let password = try writeNewPassword()
+        // initdb reads the password from a file, which the postgres OS user must be able to read; it lives in the
+        // 0700 cluster folder only while initdb runs.
+        let passwordForInitdb = directory.appendingPathComponent("initdb-password").path
+        try Self.writePrivateFile(passwordForInitdb, password + "\n", serverOwned: true)
+        defer { unlink(passwordForInitdb) }
+        _ = try runServerTool(
+            "\(tools)/initdb",
+            [
+                "-D", dataDirectory, "--auth=scram-sha-256", "--pwfile=\(passwordForInitdb)", "--encoding=UTF8",
+                "--locale=C", "-U", "postgres",
+            ])
+        let settings =
+            ClusterAccess.privateSettings + [
+                "unix_socket_directories = '\(socketDirectory)'", "port = \(Self.port)",
+            ] + extraSettings
+        try appendSettings(settings)
+        try Self.writePrivateFile(hbaFile, ClusterAccess.hostBasedAuthentication, serverOwned: true)
+    }
+
+    /// Clusters of earlier versions lack `unix_socket_permissions`; it takes effect at the next server start (the
+    /// socket's folder is already `0700` meanwhile).
+    private func addPrivateSettingsIfMissing() throws {
+        let path = dataDirectory + "/postgresql.conf"
+        guard let configuration = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw failure("cannot read \(path); is the cluster folder damaged?")
+        }
+        if !ClusterAccess.hasPrivateSettings(configuration) { try appendSettings(ClusterAccess.privateSettings) }
+    }
+
+    private func appendSettings(_ settings: [String]) throws {
+        // Appending keeps the file's owner (the postgres OS user when we are root).
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: dataDirectory + "/postgresql.conf"))
+        handle.seekToEndOfFile()
+        handle.write(Data(("\n# agent-service\n" + settings.joined(separator: "\n") + "\n").utf8))
+        try handle.close()
+    }
+
+    /// Makes a cluster of an earlier version private, while its `trust` rules still let us in: sets the superuser's
+    /// password (sent as a SCRAM verifier, so the plain text reaches neither the server nor its log), replaces
+    /// `pg_hba.conf` with the private rules, reloads, and waits until the server asks for passwords.
+    private func lockDown(tools: String, password: String) throws {
+        do {
+            let connection = try Connector.open(
+                setupConfiguration,
+                counters: DatabaseCounters())
+            guard let verifier = PQencryptPasswordConn(connection.handle, password, "postgres", "scram-sha-256") else {
+                throw failure(
+                    "could not hash the new password", detail: String(cString: PQerrorMessage(connection.handle)))
+            }
+            let text = String(cString: verifier)
+            PQfreemem(verifier)
+            try connection.query(
+                SQLQuery(unsafeSQL: "ALTER ROLE postgres PASSWORD '\(text.replacingOccurrences(of: "'", with: "''"))'"))
+        }
+        try Self.writePrivateFile(hbaFile, ClusterAccess.hostBasedAuthentication, serverOwned: true)
+        _ = try runServerTool("\(tools)/pg_ctl", ["reload", "-D", dataDirectory])
+        try waitUntilPasswordsAreRequired()
+        logger.notice(
+            "made the local PostgreSQL cluster private: no more trust rules; connections need the stored password",
+            metadata: ["directory": "\(directory.path)", "password_file": "\(passwordFile)"])
+    }
+
+    /// `pg_ctl reload` only signals the server; a connection with a wrong password tells when the new rules apply.
+    private func waitUntilPasswordsAreRequired() throws {
+        let probe = DatabaseConfiguration(
+            conninfo: "host=\(socketDirectory) port=\(Self.port) user=postgres dbname=postgres password=wrong",
+            applicationName: "agent-service-setup")
+        for _ in 0..<200 {
+            do {
+                _ = try Connector.open(probe, counters: DatabaseCounters())
+            } catch let error as StoreError where error.code == .connectionFailed && !error.isTransient {
+                return
+            } catch {}
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw failure("the server still trusts local users after a reload; see \(logFile)")
+    }
+
+    /// Generates a password and stores it in `passwordFile`.
+    private func writeNewPassword() throws -> String {
+        let password = ClusterAccess.newPassword()
+        try Self.writePrivateFile(passwordFile, password + "\n", serverOwned: false)
+        return password
+    }
+
+    /// Writes `contents` to `path` with mode `0600` through a new file renamed into place, owned by us or (when
+    /// `serverOwned` and root) by the `postgres` OS user.
+    static func writePrivateFile(_ path: String, _ contents: String, serverOwned: Bool) throws {
+        let temporary = path + ".new"
+        unlink(temporary)
+        let descriptor = open(temporary, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else {
+            throw StoreError(
+                .embeddedPostgres, "local PostgreSQL: cannot write \(path) (\(String(cString: strerror(errno))))")
+        }
+        let bytes = Array(contents.utf8)
+        let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        let synced = fsync(descriptor) == 0
+        close(descriptor)
+        guard written == bytes.count, synced else {
+            unlink(temporary)
+            throw StoreError(.embeddedPostgres, "local PostgreSQL: cannot write \(path)")
+        }
+        if serverOwned && isRoot { try chownToPostgres(temporary) }
+        guard rename(temporary, path) == 0 else {
+            unlink(temporary)
+            throw StoreError(.embeddedPostgres, "local PostgreSQL: cannot replace \(path)")
+        }
+    }
+
+    /// For setup connections: CREATE DATABASE copies a template and may take long on a busy machine (many test
+    /// suites start at once), so it gets a generous deadline instead of the default.
+    private var setupConfiguration: DatabaseConfiguration {
+        DatabaseConfiguration(
+            conninfo: conninfo(database: "postgres"), applicationName: "agent-service-setup",
+            statementTimeout: .seconds(120))
     }
 
     private func createDatabaseIfMissing() throws {
         let counters = DatabaseCounters()
         let connection = try Connector.open(
-            DatabaseConfiguration(conninfo: conninfo(database: "postgres"), applicationName: "agent-service-setup"),
+            setupConfiguration,
             counters: counters)
         let exists = try connection.query("SELECT 1 FROM pg_database WHERE datname = \(databaseName)")
         if exists.rows.isEmpty {
