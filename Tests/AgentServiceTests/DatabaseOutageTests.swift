@@ -10,15 +10,10 @@ import ThreadStore
 struct DatabaseOutageTests {
     @Test("Postgres stops while a reply streams: the final write is retried and the turn is stored once it is back")
     func outageDuringStream() async throws {
-        let directory = URL(fileURLWithPath: "/tmp/agent-outage-\(UUID().uuidString.prefix(8).lowercased())")
-        let postgres = EmbeddedPostgres(
-            directory: directory, databaseName: "outage", extraSettings: ["fsync = off"], logger: .quiet)
-        let conninfo = try await postgres.startDetached()
-        defer {
-            try? postgres.stop(immediate: true)
-            try? FileManager.default.removeItem(at: directory)
-        }
-        _ = try await Migrator(conninfo: conninfo, logger: .quiet).run()
+        let cluster = try await PrivateCluster.start("outage")
+        defer { cluster.remove() }
+        let postgres = cluster.postgres
+        let conninfo = cluster.conninfo
         let database = Database(configuration: DatabaseConfiguration(conninfo: conninfo, poolSize: 2), logger: .quiet)
 
         try await ServiceHarness.run(database: (conninfo, database), configure: { $0.persistRetrySeconds = 30 }) {

@@ -25,6 +25,26 @@ public enum TestHTTP {
         }
     }
 
+    /// A blocking TCP socket connected to 127.0.0.1:`port` (the caller closes it), for tests that speak raw bytes.
+    public static func connectedSocket(port: Int) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestHTTPError("socket() failed") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard result == 0 else {
+            Glibc.close(fd)
+            throw TestHTTPError("connect to 127.0.0.1:\(port) failed (errno \(errno))")
+        }
+        return fd
+    }
+
     /// Sends one request and reads the whole response.
     public static func request(
         port: Int, method: String, path: String, headers: [String: String] = [:], body: [UInt8]? = nil,
@@ -159,21 +179,7 @@ final class Connection: @unchecked Sendable {
     private init(fd: Int32) { self.fd = fd }
 
     static func open(port: Int) async throws -> Connection {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestHTTPError("socket() failed") }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard result == 0 else {
-            Glibc.close(fd)
-            throw TestHTTPError("connect to 127.0.0.1:\(port) failed (errno \(errno))")
-        }
+        let fd = try TestHTTP.connectedSocket(port: port)
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
         return Connection(fd: fd)
