@@ -3,11 +3,13 @@ import Synchronization
 /// Runs `work` in a task of its own and returns its result, or nil when `limit` passes first (or, with
 /// `stopWaitingOnCancel`, when the caller is cancelled).
 ///
-/// The work is not awaited past the limit (it keeps running and its result is dropped): a call stuck on a stalled
-/// database must not hold its caller hostage, and a libpq call on a pool thread cannot be interrupted anyway. The
-/// work is not cancelled with the caller either, so a cancelled turn can still record what it has.
+/// The work is not awaited past the limit (its result is dropped): a call stuck on a stalled database must not hold
+/// its caller hostage, and a libpq call on a pool thread cannot be interrupted anyway. By default the work goes on
+/// (a cancelled turn can still record what it has); with `cancelWorkOnTimeout` it is cancelled at the limit, which
+/// takes a call still waiting for a pool connection out of the queue (health checks must not pile up there).
 func withDeadline<T: Sendable>(
-    _ limit: Duration, stopWaitingOnCancel: Bool = true, _ work: @escaping @Sendable () async throws -> T
+    _ limit: Duration, stopWaitingOnCancel: Bool = true, cancelWorkOnTimeout: Bool = false,
+    _ work: @escaping @Sendable () async throws -> T
 ) async -> Result<T, any Error>? {
     let pending = Mutex<(continuation: CheckedContinuation<Result<T, any Error>?, Never>?, result: Result<T, any Error>??)>(
         (nil, nil))
@@ -20,12 +22,13 @@ func withDeadline<T: Sendable>(
         }
         waiting?.resume(returning: result)
     }
-    Task.detached {
+    let worker = Task.detached {
         do { finish(.success(try await work())) } catch { finish(.failure(error)) }
     }
     let timer = Task.detached {
-        try? await Task.sleep(for: limit)
+        do { try await Task.sleep(for: limit) } catch { return }
         finish(nil)
+        if cancelWorkOnTimeout { worker.cancel() }
     }
     defer { timer.cancel() }
     return await withTaskCancellationHandler {

@@ -308,7 +308,7 @@ struct AgentAPI: Sendable {
 
     private func health() async -> Response {
         let repository = self.repository
-        let answered = await withDeadline(.seconds(2)) { try await repository.ping() }
+        let answered = await withDeadline(.seconds(2), cancelWorkOnTimeout: true) { try await repository.ping() }
         let database = if case .success? = answered { "ok" } else { "unavailable" }
         let status = database == "ok" ? (agent.supervisor.isDraining ? "draining" : "ok") : "degraded"
         return JSONResponse.make(
