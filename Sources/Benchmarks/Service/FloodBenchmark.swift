@@ -43,7 +43,7 @@ struct FloodBenchmark: AsyncParsableCommand {
             executable: binary, arguments: ["serve"],
             environment: [
                 "DATABASE_URL": database.conninfo, "ANTHROPIC_API_KEY": "bench",
-                "ANTHROPIC_BASE_URL": "http://127.0.0.1:\(stub.port)", "PORT": "0", "LOG_LEVEL": "warning",
+                "ANTHROPIC_BASE_URL": "http://127.0.0.1:\(stub.port)", "PORT": "0", "LOG_LEVEL": "notice",
                 "MAX_CONNECTIONS": "\(maxConnections)", "REQUEST_READ_TIMEOUT_SECONDS": "\(readTimeout)",
             ],
             readyPattern: #"listening on http://[^:]+:(\d+)"#)
@@ -75,9 +75,9 @@ struct FloodBenchmark: AsyncParsableCommand {
             sockets.append(fd)
         }
         try await Task.sleep(for: .seconds(1))
-        let duringHealth = try await Self.healthLatencies(port: service.port, count: 20)
         let rssDuring = stats.currentRSS()
         let fdsDuring = Self.openDescriptors(service.pid)
+        let duringHealth = try await Self.healthLatencies(port: service.port, count: 20)
 
         // How long until the service has dropped them all.
         var dropped = 0
