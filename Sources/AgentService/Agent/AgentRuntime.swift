@@ -69,11 +69,11 @@ final class AgentRuntime: Sendable {
             pingInterval: .seconds(configuration.pingIntervalSeconds), maxTurns: configuration.maxActiveTurns,
             maxTurnsPerUser: configuration.maxActiveTurnsPerUser, logger: logger)
         let spool = ReplySpool(directory: URL(fileURLWithPath: configuration.spoolDirectory), logger: logger)
-        let spooled = spool.pending().count
-        if spooled > 0 {
-            logger.notice("\(spooled) spooled turn ending(s) from an earlier run in \(spool.directory.path); writing them")
-            let written = await spool.flush(into: repository)
-            logger.notice("wrote \(written) of \(spooled) spooled turn ending(s) to the database")
+        let flushed = await spool.flush(into: repository)
+        if flushed.pending > 0 {
+            logger.notice(
+                "wrote \(flushed.written) of \(flushed.pending) spooled turn ending(s) from an earlier run (\(spool.directory.path)) to the database"
+            )
         }
         let leaseKeeper = LeaseKeeper(
             supervisor: supervisor, repository: repository, spool: spool, lease: lease, metrics: metrics,

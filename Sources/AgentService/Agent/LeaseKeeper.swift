@@ -83,6 +83,6 @@ final class LeaseKeeper: Service, Sendable {
         } catch {
             logger.warning("could not sweep expired turns; retrying later", metadata: ["error": "\(error)"])
         }
-        if let spool, !spool.pending().isEmpty { await spool.flush(into: repository) }
+        await spool?.flush(into: repository)
     }
 }

@@ -71,11 +71,13 @@ final class ReplySpool: Sendable {
         return entries.sorted { $0.2 < $1.2 }.map { ($0.0, $0.1) }
     }
 
-    /// Writes every spooled entry to the database; removes each that was written. Returns how many were.
+    /// Writes every spooled entry to the database and removes each that was written; returns how many there were
+    /// and how many were written.
     @discardableResult
-    func flush(into repository: ThreadRepository) async -> Int {
+    func flush(into repository: ThreadRepository) async -> (pending: Int, written: Int) {
+        let entries = pending()
         var written = 0
-        for (url, entry) in pending() {
+        for (url, entry) in entries {
             do {
                 try await Self.write(entry, to: repository)
                 try? FileManager.default.removeItem(at: url)
@@ -93,7 +95,7 @@ final class ReplySpool: Sendable {
                 break
             }
         }
-        return written
+        return (entries.count, written)
     }
 
     /// The database write for `entry` (idempotent by turn id).

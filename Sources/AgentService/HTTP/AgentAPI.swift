@@ -2,7 +2,6 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
-import Synchronization
 import ThreadStore
 
 /// The HTTP API of DESIGN.md ("HTTP API"), seed-compatible: routes, validation, SSE relay, error mapping.

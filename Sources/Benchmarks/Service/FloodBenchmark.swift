@@ -33,21 +33,11 @@ struct FloodBenchmark: AsyncParsableCommand {
 
     func run() async throws {
         _ = raiseFileDescriptorLimit(to: rlim_t(connections * 2 + 1_000))
-        let database = try await BenchDatabase.start()
-        defer { database.stop() }
-        let stub = try ChildProcess.start(
-            executable: CommandLine.arguments[0], arguments: ["stub"], environment: [:],
-            readyPattern: #"stub listening on (\d+)"#)
-        defer { stub.terminate() }
-        let service = try ChildProcess.start(
-            executable: binary, arguments: ["serve"],
-            environment: [
-                "DATABASE_URL": database.conninfo, "ANTHROPIC_API_KEY": "bench",
-                "ANTHROPIC_BASE_URL": "http://127.0.0.1:\(stub.port)", "PORT": "0", "LOG_LEVEL": "notice",
-                "MAX_CONNECTIONS": "\(maxConnections)", "REQUEST_READ_TIMEOUT_SECONDS": "\(readTimeout)",
-            ],
-            readyPattern: #"listening on http://[^:]+:(\d+)"#)
-        defer { service.terminate() }
+        let topology = try await BenchTopology.start(
+            binary: binary, benchBinary: CommandLine.arguments[0],
+            environment: ["MAX_CONNECTIONS": "\(maxConnections)", "REQUEST_READ_TIMEOUT_SECONDS": "\(readTimeout)"])
+        defer { topology.stop() }
+        let service = topology.service
         let stats = ProcessStats(pid: service.pid)
         let idleHealth = try await Self.healthLatencies(port: service.port, count: 20)
         let rssBefore = stats.currentRSS()

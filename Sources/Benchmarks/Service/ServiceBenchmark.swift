@@ -61,27 +61,18 @@ struct ServiceBenchmark: AsyncParsableCommand {
             "# machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB; open-file limit raised to \(limit)"
         )
 
-        let database = try await BenchDatabase.start(settings: postgresSetting)
-        if !postgresSetting.isEmpty { print("# postgres settings: \(postgresSetting.joined(separator: ", "))") }
-        defer { database.stop() }
-        let stub = try ChildProcess.start(
-            executable: benchBinary ?? CommandLine.arguments[0],
-            arguments: [
-                "stub", "--first-ms", "\(firstMs)", "--interval-ms", "\(intervalMs)", "--deltas", "\(deltas)",
-            ],
-            environment: [:], readyPattern: #"stub listening on (\d+)"#)
-        defer { stub.terminate() }
-        let service = try ChildProcess.start(
-            executable: binary, arguments: ["serve"],
+        let topology = try await BenchTopology.start(
+            binary: binary, benchBinary: benchBinary ?? CommandLine.arguments[0],
+            stubArguments: ["--first-ms", "\(firstMs)", "--interval-ms", "\(intervalMs)", "--deltas", "\(deltas)"],
+            postgresSettings: postgresSetting,
             environment: [
-                "DATABASE_URL": database.conninfo, "ANTHROPIC_API_KEY": "bench",
-                "ANTHROPIC_BASE_URL": "http://127.0.0.1:\(stub.port)", "PORT": "0", "LOG_LEVEL": "notice",
                 "DATABASE_POOL_SIZE": "\(poolSize)", "SSE_PING_SECONDS": "15",
                 // The caps stay on (their cost is part of what is measured), set above the largest level.
                 "MAX_ACTIVE_TURNS": "\(max(1_000, largest * 2))", "MAX_CONNECTIONS": "\(largest * 2 + 1_000)",
-            ],
-            readyPattern: #"listening on http://[^:]+:(\d+)"#)
-        defer { service.terminate() }
+            ])
+        defer { topology.stop() }
+        if !postgresSetting.isEmpty { print("# postgres settings: \(postgresSetting.joined(separator: ", "))") }
+        let (database, stub, service) = (topology.database, topology.stub, topology.service)
         let serviceStats = ProcessStats(pid: service.pid)
         let stubStats = ProcessStats(pid: stub.pid)
         let selfStats = ProcessStats.current
