@@ -13,7 +13,7 @@ struct StreamingChatTests {
         try await ServiceHarness.run { service in
             let user = UUID()
             let (stream, events) = try await service.streamTurn(
-                "[[stub:slow 100ms x 8]] pace me", user: user)
+                "[[stub:slow 300ms x 8]] pace me", user: user)
             #expect(stream.status == 200)
             #expect(stream.headers["content-type"]?.hasPrefix("text/event-stream") == true)
             #expect(stream.headers["cache-control"]?.contains("no-cache") == true)
@@ -21,19 +21,15 @@ struct StreamingChatTests {
             let chunks = events.filter { $0.chunk != nil }
             #expect(chunks.count == 8)
             let arrivals = chunks.map(\.arrival)
-            // Paced 100 ms apart at the stub: the client sees them spread over ~700 ms, not bunched at the end.
+            // Paced 300 ms apart at the stub: the client sees them spread over ~2.1 s, not bunched at the end.
             let spread = arrivals.last! - arrivals.first!
-            #expect(spread > .milliseconds(500), "chunks arrived bunched together (spread \(spread))")
-            // Each chunk arrives on the stub's schedule (100 ms apart). The schedule's start is estimated from all
-            // chunks (the median of arrival − 100 ms·index), not from the first one alone, which a loaded machine may
-            // deliver late; a chunk that arrives well ahead of its slot came bunched with an earlier one.
-            let offsets = arrivals.enumerated().map { $0.element - .milliseconds(100 * $0.offset) }.sorted()
-            let start = offsets[offsets.count / 2]
-            for (index, arrival) in arrivals.enumerated() {
-                #expect(
-                    arrival - start > .milliseconds(100 * index - 80),
-                    "chunk \(index) arrived ahead of the stub's pacing (bunched)")
-            }
+            #expect(spread > .milliseconds(1_500), "chunks arrived bunched together (spread \(spread))")
+            // And they arrive one by one: most gaps between consecutive chunks are near the stub's 300 ms. A machine
+            // that stalls now and then (CI at suite start: up to ~0.5 s) makes a delayed chunk arrive together with
+            // its successor, shortening one or two gaps; a service that buffered would shorten nearly all of them.
+            let gaps = zip(arrivals.dropFirst(), arrivals).map { $0 - $1 }
+            let paced = gaps.filter { $0 > .milliseconds(150) }.count
+            #expect(paced >= 5, "chunks arrived in bunches (gaps \(gaps))")
             #expect(events.last?.isDone == true)
         }
     }
