@@ -68,8 +68,9 @@ struct SlowClientTests {
             #expect(headClosed, "a half-sent head is dropped")
             #expect(headText.isEmpty || headText.hasPrefix("HTTP/1.1 408"))
             let (trickleText, trickleClosed) = await trickle.readUntilClosed(timeout: .seconds(8))
-            #expect(trickleText.hasPrefix("HTTP/1.1 408"), "\(trickleText)")
-            #expect(trickleText.contains("request_timeout"))
+            // Normally a 408 naming the problem; on a machine too loaded to start the handler in time, the idle
+            // deadline closes the connection first. Either way it is not held.
+            #expect(trickleText.isEmpty || (trickleText.hasPrefix("HTTP/1.1 408") && trickleText.contains("request_timeout")), "\(trickleText)")
             #expect(trickleClosed)
             let (idleText, idleClosed) = await idle.readUntilClosed(timeout: .seconds(8))
             #expect(idleText.hasPrefix("HTTP/1.1 200"), "the request itself was answered")

@@ -116,11 +116,11 @@ struct ServeCommand: AsyncParsableCommand {
         let app = Application(
             router: api.buildRouter(),
             // The idle timeout closes connections whose request head does not arrive in time (slow or stuck clients)
-            // and idle keep-alive connections; a response in progress (a stream) is never cut by it. It runs a second
-            // past the body deadline, so a trickled body gets its 408 before the connection goes.
+            // and idle keep-alive connections; a response in progress (a stream) is never cut by it. It runs two seconds
+            // or two past the body deadline, so a trickled body gets its 408 before the connection goes.
             server: .http1(
                 configuration: .init(
-                    idleTimeout: TimeAmount.seconds(Int64(configuration.requestReadTimeoutSeconds + 1)))),
+                    idleTimeout: TimeAmount.seconds(Int64(configuration.requestReadTimeoutSeconds + 2)))),
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.port), serverName: nil,
                 availableConnectionsDelegate: MaximumAvailableConnections(configuration.maxConnections, logger: logger)),
