@@ -94,6 +94,8 @@ public struct ReceivedEvent: Sendable {
     public var data: String?
     /// The comment text (without the colon) for `: ping` style blocks.
     public var comment: String?
+    /// The `id:` field (the resume point of a chunk).
+    public var id: String?
     public var arrival: ContinuousClock.Instant
 
     /// `data` parsed as a JSON object.
@@ -320,9 +322,12 @@ final class Connection: @unchecked Sendable {
                     pending.removeSubrange(..<range.upperBound)
                     var data: [String] = []
                     var comment: String?
+                    var id: String?
                     for line in block.split(separator: "\n", omittingEmptySubsequences: false) {
                         if line.hasPrefix(":") {
                             comment = String(line.dropFirst()).trimmingCharacters(in: .whitespaces)
+                        } else if line.hasPrefix("id:") {
+                            id = String(line.dropFirst(3)).trimmingCharacters(in: .whitespaces)
                         } else if line.hasPrefix("data:") {
                             var value = line.dropFirst(5)
                             if value.first == " " { value = value.dropFirst() }
@@ -331,7 +336,7 @@ final class Connection: @unchecked Sendable {
                     }
                     continuation.yield(
                         ReceivedEvent(
-                            data: data.isEmpty ? nil : data.joined(separator: "\n"), comment: comment,
+                            data: data.isEmpty ? nil : data.joined(separator: "\n"), comment: comment, id: id,
                             arrival: .now))
                 }
             }

@@ -35,8 +35,9 @@ enum AgentError: Error, Sendable {
 
 /// The agent layer: one turn of DESIGN.md, independent of HTTP so the CLI runs the very same code.
 ///
-/// `startTurn` does the work that can still fail cleanly (begin the turn in the database) and returns a handle;
-/// the rest (stream from Claude, relay, persist) runs under the `TurnSupervisor`, detached from whoever listens.
+/// `startTurn` does the work that can still fail cleanly (admission, then begin the turn in the database) and returns
+/// a handle; the rest (stream from Claude, relay, persist) is a `TurnRun` under the `TurnSupervisor`, detached from
+/// whoever listens.
 final class Agent: Sendable {
     let repository: ThreadRepository
     let claude: ClaudeClient
@@ -44,29 +45,33 @@ final class Agent: Sendable {
     let supervisor: TurnSupervisor
     let metrics: ServiceMetrics
     let logger: Logger
-    /// How long to keep retrying the final write of a turn when the database is failing.
-    let persistRetry: Duration
     let historyTurns: Int
     let lease: Duration
     /// Where turn endings go when the database cannot take them in time.
     let spool: ReplySpool?
-    /// How long a turn cancelled at shutdown keeps trying to store its ending before spooling it.
-    let shutdownPersistBudget: Duration
+    /// The turn's rules: upstream retries, the final write's retries, deadlines and shutdown budget.
+    let turnRules: TurnMachine.Configuration
+    /// Reaches turns running on other instances (resume, stop); nil in a single-process setting without one.
+    let relay: TurnRelay?
+    /// How often idle streams get a keep-alive.
+    let pingInterval: Duration
 
     init(
         repository: ThreadRepository, claude: ClaudeClient, prompt: PromptBuilder, supervisor: TurnSupervisor,
-        metrics: ServiceMetrics, logger: Logger, persistRetry: Duration, historyTurns: Int,
-        lease: Duration = .seconds(120), spool: ReplySpool? = nil, shutdownPersistBudget: Duration = .seconds(2)
+        metrics: ServiceMetrics, logger: Logger, historyTurns: Int, lease: Duration = .seconds(120),
+        spool: ReplySpool? = nil, turnRules: TurnMachine.Configuration, relay: TurnRelay? = nil,
+        pingInterval: Duration = .seconds(15)
     ) {
+        self.relay = relay
+        self.pingInterval = pingInterval
         self.spool = spool
-        self.shutdownPersistBudget = shutdownPersistBudget
+        self.turnRules = turnRules
         self.repository = repository
         self.claude = claude
         self.prompt = prompt
         self.supervisor = supervisor
         self.metrics = metrics
         self.logger = logger
-        self.persistRetry = persistRetry
         self.historyTurns = historyTurns
         self.lease = lease
     }
@@ -115,37 +120,79 @@ final class Agent: Sendable {
                 // Its process may have died: a turn whose lease expired is recovered now rather than at the next sweep.
                 turn = (try? await repository.recoverIfExpired(userID: input.userID, turnID: turn.id)) ?? turn
             }
-            return try replay(turn)
+            guard turn.status != .streaming else { throw .turnInProgress(turnID: turn.id) }
+            return TurnHandle(
+                threadID: turn.threadID, turnID: turn.id,
+                reply: ReplyBroadcast(finishedWith: turn.reply ?? "", final: Self.finalEvent(of: turn, replayedKey: true)))
         case .started(let started):
             for recovered in started.recoveredTurnIDs {
                 logger.notice(
                     "recovered a turn whose lease expired (its process stopped); marked interrupted",
                     metadata: ["turn_id": "\(recovered)", "thread_id": "\(threadID)"])
             }
-            let request = prompt.request(
+            var request = prompt.request(
                 history: started.history, question: input.question, timeZone: input.timeZone, now: Date(),
                 userID: input.userID)
-            var effective = request
-            if let model = input.model { effective.model = model }
-            let context = TurnContext(
-                userID: input.userID, threadID: threadID, turnID: started.turnID, request: effective)
+            if let model = input.model { request.model = model }
+            let context = TurnRun.Context(
+                userID: input.userID, threadID: threadID, turnID: started.turnID, request: request)
             launched = true
             guard
-                let events = supervisor.launch(
-                    turnID: started.turnID, userID: input.userID,
-                    operation: { slot in await self.run(context, slot: slot) })
+                let slot = supervisor.launch(
+                    turnID: started.turnID, userID: input.userID, threadID: threadID,
+                    operation: { slot in
+                        await TurnRun(
+                            context: context, slot: slot, claude: self.claude, repository: self.repository,
+                            spool: self.spool, metrics: self.metrics, logger: self.logger, machine: self.turnRules
+                        ).run()
+                    })
             else {
                 // Raced with shutdown after the row was written: leave nothing `streaming` behind.
                 _ = try? await repository.failTurn(
                     TurnFailure(
                         turnID: started.turnID, userID: input.userID, status: .interrupted, partialReply: "",
-                        error: "service shutting down", model: effective.model, usage: TokenUsage(),
+                        error: "service shutting down", model: request.model, usage: TokenUsage(),
                         firstTokenMs: nil, latencyMs: nil))
                 throw .shuttingDown
             }
-            return TurnHandle(threadID: threadID, turnID: started.turnID, events: events)
+            return TurnHandle(threadID: threadID, turnID: started.turnID, reply: slot.reply)
         }
     }
+
+    /// The frame that ends a finished turn's stream, rebuilt from its row (a repeated Idempotency-Key, a resume after
+    /// the turn ended). `failed` and `interrupted` rows store their error as "type: message".
+    static func finalEvent(of turn: Turn, replayedKey: Bool = false) -> TurnEvent {
+        switch turn.status {
+        case .completed, .cancelled, .streaming:
+            return .done(
+                TurnOutcome(
+                    threadID: turn.threadID, turnID: turn.id, reply: turn.reply ?? "", usage: turn.usage,
+                    model: turn.model, stopReason: turn.status == .cancelled ? "cancelled" : turn.stopReason,
+                    firstTokenMs: turn.firstTokenMs, latencyMs: turn.latencyMs, replayed: replayedKey))
+        case .failed, .interrupted:
+            let stored = turn.error ?? "unknown error"
+            if replayedKey {
+                return .failed(
+                    TurnFailureInfo(
+                        type: turn.status == .failed ? "turn_failed" : "interrupted",
+                        message:
+                            "This Idempotency-Key belongs to a turn that did not complete (\(stored)); "
+                            + "send the question again with a new key.",
+                        retryable: true))
+            }
+            let parts = stored.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            let type = parts.count == 2 && !parts[0].contains(" ") ? parts[0] : turn.status.rawValue
+            let message = parts.count == 2 && !parts[0].contains(" ") ? parts[1] : stored
+            return .failed(
+                TurnFailureInfo(type: type, message: message, retryable: !Self.finalErrorTypes.contains(type)))
+        }
+    }
+
+    /// Error types that sending the same question again does not fix.
+    static let finalErrorTypes: Set<String> = [
+        "invalid_request_error", "authentication_error", "permission_error", "not_found_error", "request_too_large",
+        "thread_deleted",
+    ]
 
     private static func agentError(from error: StoreError) -> AgentError {
         if error.code == .threadBusy { return .threadBusy }
@@ -153,247 +200,4 @@ final class Agent: Sendable {
         return .storeUnavailable(error)
     }
 
-    /// The events of a turn that already exists, for a repeated idempotency key.
-    private func replay(_ turn: Turn) throws(AgentError) -> TurnHandle {
-        let (events, continuation) = AsyncStream<TurnEvent>.makeStream()
-        switch turn.status {
-        case .streaming:
-            throw .turnInProgress(turnID: turn.id)
-        case .completed:
-            let reply = turn.reply ?? ""
-            if !reply.isEmpty { continuation.yield(.chunk(reply)) }
-            continuation.yield(
-                .done(
-                    TurnOutcome(
-                        threadID: turn.threadID, turnID: turn.id, reply: reply, usage: turn.usage, model: turn.model,
-                        stopReason: turn.stopReason, firstTokenMs: turn.firstTokenMs, latencyMs: turn.latencyMs,
-                        replayed: true)))
-        case .failed, .interrupted:
-            if let reply = turn.reply, !reply.isEmpty { continuation.yield(.chunk(reply)) }
-            continuation.yield(
-                .failed(
-                    TurnFailureInfo(
-                        type: turn.status == .failed ? "turn_failed" : "interrupted",
-                        message:
-                            "This Idempotency-Key belongs to a turn that did not complete (\(turn.error ?? "unknown error")); "
-                            + "send the question again with a new key.",
-                        retryable: true)))
-        }
-        continuation.finish()
-        return TurnHandle(threadID: turn.threadID, turnID: turn.id, events: events)
-    }
-
-    private struct TurnContext: Sendable {
-        var userID: UUID
-        var threadID: String
-        var turnID: UUID
-        var request: MessagesRequest
-    }
-
-    /// Streams one reply and persists it. Runs under the supervisor, never under a request.
-    private func run(_ context: TurnContext, slot: TurnSupervisor.Slot) async {
-        let clock = ContinuousClock()
-        let start = clock.now
-        var accumulator = MessageAccumulator()
-        var firstTokenMs: Int?
-        metrics.streamStarted()
-        defer { metrics.streamEnded(duration: clock.now - start) }
-        var log = logger
-        log[metadataKey: "turn_id"] = "\(context.turnID)"
-        log[metadataKey: "thread_id"] = "\(context.threadID)"
-
-        do {
-            for try await event in claude.stream(context.request) {
-                accumulator.apply(event)
-                if case .textDelta(_, let text) = event, !text.isEmpty {
-                    if firstTokenMs == nil {
-                        let elapsed = clock.now - start
-                        firstTokenMs = Self.milliseconds(elapsed)
-                        metrics.firstChunk(after: elapsed)
-                    }
-                    slot.send(.chunk(text))
-                }
-            }
-            guard accumulator.sawMessageStop else {
-                throw ClaudeError(kind: .truncated, message: "the stream ended before message_stop")
-            }
-        } catch {
-            let cancelled = Task.isCancelled
-            let failure = slot.stopReason ?? Self.failureInfo(for: error, cancelled: cancelled)
-            metrics.upstreamError(type: failure.type)
-            let latency = Self.milliseconds(clock.now - start)
-            let stored = TurnFailure(
-                turnID: context.turnID, userID: context.userID, status: cancelled ? .interrupted : .failed,
-                partialReply: accumulator.text, error: "\(failure.type): \(failure.message)",
-                model: accumulator.model ?? context.request.model, usage: Self.usage(accumulator.usage),
-                firstTokenMs: firstTokenMs, latencyMs: latency)
-            log.warning(
-                "turn failed after \(accumulator.text.unicodeScalars.count) characters; partial reply stored",
-                metadata: ["error_type": "\(failure.type)", "error": "\(String(reflecting: error))"])
-            _ = await persist(
-                ReplySpool.Entry(
-                    kind: stored.status == .failed ? .failed : .interrupted, turnID: stored.turnID, userID: stored.userID,
-                    reply: stored.partialReply, model: stored.model, stopReason: nil, error: stored.error,
-                    usage: stored.usage, firstTokenMs: stored.firstTokenMs, latencyMs: stored.latencyMs),
-                log: log)
-            metrics.turnFinished(outcome: cancelled ? "interrupted" : "failed")
-            slot.send(.failed(failure))
-            return
-        }
-
-        let latency = Self.milliseconds(clock.now - start)
-        let usage = Self.usage(accumulator.usage)
-        let completion = TurnCompletion(
-            turnID: context.turnID, userID: context.userID, reply: accumulator.text,
-            model: accumulator.model ?? context.request.model, stopReason: accumulator.stopReason, usage: usage,
-            firstTokenMs: firstTokenMs, latencyMs: latency)
-        metrics.tokens(usage)
-        let persisted = await persist(
-            ReplySpool.Entry(
-                kind: .completed, turnID: completion.turnID, userID: completion.userID, reply: completion.reply,
-                model: completion.model, stopReason: completion.stopReason, error: nil, usage: completion.usage,
-                firstTokenMs: completion.firstTokenMs, latencyMs: completion.latencyMs),
-            log: log)
-        if persisted == .written {
-            metrics.turnFinished(outcome: "completed")
-            slot.send(
-                .done(
-                    TurnOutcome(
-                        threadID: context.threadID, turnID: context.turnID, reply: accumulator.text, usage: usage,
-                        model: completion.model, stopReason: completion.stopReason, firstTokenMs: firstTokenMs,
-                        latencyMs: latency)))
-        } else if persisted == .gone {
-            metrics.turnFinished(outcome: "thread_deleted")
-            slot.send(
-                .failed(
-                    TurnFailureInfo(
-                        type: "thread_deleted", message: "The thread was deleted while this reply was streaming.",
-                        retryable: false)))
-        } else if persisted == .spooled {
-            metrics.turnFinished(outcome: "spooled")
-            slot.send(
-                .failed(
-                    TurnFailureInfo(
-                        type: "persistence_delayed",
-                        message:
-                            "The reply was received, but the database is unavailable; it is kept by the service and stored when the database is back.",
-                        retryable: false)))
-        } else {
-            metrics.turnFinished(outcome: "persist_failed")
-            slot.send(
-                .failed(
-                    TurnFailureInfo(
-                        type: "persistence_failed",
-                        message: "The reply was received but could not be saved; the database is unavailable.",
-                        retryable: true)))
-        }
-    }
-
-    /// The longest one write attempt is waited for (the pool's own statement deadline is shorter).
-    static let attemptTimeout = Duration.seconds(12)
-
-    /// How a final write ended.
-    enum PersistOutcome {
-        case written
-        /// The turn no longer exists (its thread was deleted): nothing to write to.
-        case gone
-        /// Saved to the local spool; written when the database answers again.
-        case spooled
-        case failed
-    }
-
-    /// Writes a turn's ending, retrying transient failures with backoff for up to `persistRetry`.
-    ///
-    /// Every attempt has a deadline (a stalled database cannot hold the turn), and in a cancelled turn (shutdown past
-    /// its grace period) the remaining budget shrinks to `shutdownPersistBudget`. An ending that cannot be written in
-    /// time is spooled to disk and written later (`ReplySpool`), so a completed reply is not lost.
-    private func persist(_ entry: ReplySpool.Entry, log: Logger) async -> PersistOutcome {
-        var deadline = ContinuousClock.now + persistRetry
-        var delay = Duration.milliseconds(100)
-        var attempt = 1
-        while true {
-            let cancelled = Task.isCancelled
-            if cancelled { deadline = min(deadline, .now + shutdownPersistBudget) }
-            let remaining = min(max(deadline - .now, .milliseconds(200)), Self.attemptTimeout)
-            // Before shutdown cancels the turn, a cancel ends the wait at once; after, the shortened deadline rules.
-            let result = await withDeadline(remaining, stopWaitingOnCancel: !cancelled) {
-                try await ReplySpool.write(entry, to: self.repository)
-            }
-            switch result {
-            case .success?:
-                if attempt > 1 { log.notice("turn persisted after \(attempt) attempts") }
-                return .written
-            case .failure(let error as StoreError)? where error.code == .notFound:
-                log.notice("the turn's thread was deleted while it streamed; nothing to store")
-                return .gone
-            case .failure(let error)? where !((error as? StoreError)?.isTransient ?? false):
-                log.error(
-                    "the database refused the turn's ending; it is not stored",
-                    metadata: ["error": "\(String(reflecting: error))"])
-                return .failed
-            case .failure, nil:
-                let reason = result.map { "\($0)" } ?? "no answer within \(remaining)"
-                if Task.isCancelled { deadline = min(deadline, .now + shutdownPersistBudget) }
-                guard ContinuousClock.now + delay < deadline else {
-                    if let spool, spool.save(entry) {
-                        log.error(
-                            "could not store the turn after \(attempt) attempt(s); spooled to \(spool.directory.path), it is written when the database answers",
-                            metadata: ["reason": "\(reason)"])
-                        metrics.turnSpooled()
-                        return .spooled
-                    }
-                    log.error(
-                        "giving up on persisting the turn after \(attempt) attempt(s); the reply is lost",
-                        metadata: ["reason": "\(reason)"])
-                    return .failed
-                }
-                log.warning(
-                    "persisting the turn failed (attempt \(attempt)); retrying in \(delay)", metadata: ["reason": "\(reason)"])
-                await sleepIgnoringCancellation(delay)
-                delay = min(delay * 2, .seconds(2))
-                attempt += 1
-            }
-        }
-    }
-
-    static func failureInfo(for error: any Error, cancelled: Bool) -> TurnFailureInfo {
-        if cancelled || error is CancellationError {
-            return TurnFailureInfo(
-                type: "interrupted", message: "The service is shutting down; the partial reply was saved.",
-                retryable: true)
-        }
-        guard let error = error as? ClaudeError else {
-            return TurnFailureInfo(
-                type: "internal_error", message: "The reply could not be completed.", retryable: true)
-        }
-        switch error.kind {
-        case .truncated:
-            return TurnFailureInfo(
-                type: "upstream_truncated", message: "Claude's stream ended before the reply was complete.",
-                retryable: true)
-        case .stalled:
-            return TurnFailureInfo(
-                type: "upstream_stalled", message: "Claude's stream stopped sending data.", retryable: true)
-        case .connection:
-            return TurnFailureInfo(
-                type: "upstream_unavailable", message: "Claude could not be reached.", retryable: true)
-        case .cancelled:
-            return TurnFailureInfo(
-                type: "interrupted", message: "The service is shutting down; the partial reply was saved.",
-                retryable: true)
-        default:
-            return TurnFailureInfo(
-                type: error.type ?? "api_error", message: error.message, retryable: error.isRetryable)
-        }
-    }
-
-    static func usage(_ usage: Usage) -> TokenUsage {
-        TokenUsage(
-            inputTokens: usage.inputTokens, outputTokens: usage.outputTokens,
-            cacheCreationInputTokens: usage.cacheCreationInputTokens, cacheReadInputTokens: usage.cacheReadInputTokens)
-    }
-
-    static func milliseconds(_ duration: Duration) -> Int {
-        Int(duration.components.seconds) * 1_000 + Int(duration.components.attoseconds / 1_000_000_000_000_000)
-    }
 }

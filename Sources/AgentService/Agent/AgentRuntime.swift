@@ -2,6 +2,7 @@ import Claude
 import ClaudeStub
 import Foundation
 import Logging
+import Synchronization
 import SupabaseAuth
 import ThreadStore
 
@@ -24,6 +25,8 @@ final class AgentRuntime: Sendable {
     let verifier: TokenVerifier?
     /// The libcurl client that fetches the JWKS (not Claude's, so a slow key fetch never queues behind replies).
     private let authClient: HTTPClient?
+    /// The supervisor's run outside `serve` (see `runTurns()`).
+    private let background = Mutex<Task<Void, Never>?>(nil)
 
     /// Opens the database (starting the embedded cluster when `DATABASE_URL` is unset) and Claude.
     static func start(
@@ -58,7 +61,9 @@ final class AgentRuntime: Sendable {
             claudeConfiguration = ClaudeConfiguration(apiKey: "offline-stub", baseURL: offline.baseURL)
         }
         var tuned = claudeConfiguration
-        tuned.maxRetries = configuration.claudeMaxRetries
+        // Retries before the first token are the turn's decision (`TurnMachine`), so a Stop or a shutdown can end the
+        // wait between attempts; the client itself makes one attempt per call.
+        tuned.maxRetries = 0
         tuned.idleTimeout = .seconds(configuration.claudeIdleTimeoutSeconds)
         tuned.retryDelayScale = configuration.claudeRetryDelayScale
         let claude = ClaudeClient(configuration: tuned, logger: logger)
@@ -83,9 +88,13 @@ final class AgentRuntime: Sendable {
             prompt: PromptBuilder(
                 systemPrompt: configuration.systemPrompt, model: configuration.model,
                 maxTokens: configuration.maxTokens, contextBudgetTokens: configuration.contextBudgetTokens),
-            supervisor: supervisor, metrics: metrics, logger: logger,
-            persistRetry: .seconds(configuration.persistRetrySeconds), historyTurns: configuration.historyTurns,
-            lease: lease, spool: spool)
+            supervisor: supervisor, metrics: metrics, logger: logger, historyTurns: configuration.historyTurns,
+            lease: lease, spool: spool,
+            turnRules: TurnMachine.Configuration(
+                upstreamRetry: RetryPolicy(
+                    maxRetries: configuration.claudeMaxRetries, delayScale: configuration.claudeRetryDelayScale),
+                persistRetryFor: .seconds(configuration.persistRetrySeconds)),
+            pingInterval: .seconds(configuration.pingIntervalSeconds))
         let (verifier, authClient) = await makeVerifier(configuration: configuration, logger: logger)
         return AgentRuntime(
             configuration: configuration, database: database, repository: repository, claude: claude, stub: stub,
@@ -142,9 +151,22 @@ final class AgentRuntime: Sendable {
         self.authClient = authClient
     }
 
-    /// Waits for running turns, then releases Claude, the stub and the database.
+    /// Runs the turns outside `serve`'s service group (the CLI, and tests that use the agent directly): one task that
+    /// runs the supervisor until `shutdown()`.
+    func runTurns() {
+        background.withLock { task in
+            guard task == nil else { return }
+            let supervisor = self.supervisor
+            task = Task { await supervisor.runTurns() }
+        }
+    }
+
+    /// Lets running turns finish (interrupting them after the grace period), then releases Claude, the stub and the
+    /// database.
     func shutdown() async {
+        supervisor.beginShutdown(grace: .seconds(configuration.shutdownGraceSeconds))
         await supervisor.waitUntilIdle()
+        await background.withLock({ $0 })?.value
         claude.shutdown()
         authClient?.shutdown()
         await stub?.stop()

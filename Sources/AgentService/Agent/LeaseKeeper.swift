@@ -51,18 +51,15 @@ final class LeaseKeeper: Service, Sendable {
     func renew() async {
         for turn in supervisor.runningTurns() where turn.age > lease / 4 {
             do {
-                try await repository.renewLease(turnID: turn.turnID, userID: turn.userID, lease: lease)
+                // The reply so far goes with the renewal (no extra round trip): a crash loses at most a quarter lease.
+                try await repository.renewLease(
+                    turnID: turn.turnID, userID: turn.userID, lease: lease, partialReply: turn.slot.reply.text)
             } catch let error as StoreError where error.code == .leaseLost {
                 logger.warning(
-                    "a running turn lost its lease (its thread was deleted or it was recovered); stopping it",
+                    "a running turn lost its lease (its thread was deleted, it was recovered or stopped elsewhere); stopping it",
                     metadata: ["turn_id": "\(turn.turnID)"])
                 metrics.leaseRenewal(outcome: "lost")
-                supervisor.cancel(
-                    turnID: turn.turnID,
-                    reason: TurnFailureInfo(
-                        type: "lease_lost",
-                        message: "The reply was stopped: this turn no longer holds its thread (it was deleted or recovered).",
-                        retryable: true))
+                supervisor.post(.leaseLost, to: turn.turnID)
             } catch {
                 logger.warning(
                     "could not renew a turn's lease; retrying on the next round",

@@ -55,12 +55,13 @@ struct PromptBuilder: Sendable {
         )
     }
 
-    /// The question and reply of a turn worth replaying: completed, with text on both sides.
+    /// The question and reply of a turn worth replaying: completed or cancelled, with text on both sides.
     ///
-    /// Failed and interrupted turns are left out whole: their replies are partial, and a user who saw an error
-    /// usually asks again, which would otherwise put the same question in the prompt twice.
+    /// A cancelled turn's partial reply is replayed as it was stored: the user read it and pressed Stop, and what
+    /// follows ("go on", "shorter please") refers to it. Failed and interrupted turns are left out whole: the user saw
+    /// an error and usually asks again, which would otherwise put the same question in the prompt twice.
     static func exchange(of turn: Turn) -> (question: String, reply: String)? {
-        guard turn.status == .completed, let reply = turn.reply,
+        guard turn.status == .completed || turn.status == .cancelled, let reply = turn.reply,
             !reply.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty,
             !turn.question.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
         else { return nil }

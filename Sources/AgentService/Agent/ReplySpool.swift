@@ -12,7 +12,7 @@ import ThreadStore
 final class ReplySpool: Sendable {
     /// One turn ending.
     struct Entry: Codable, Sendable {
-        enum Kind: String, Codable, Sendable { case completed, failed, interrupted }
+        enum Kind: String, Codable, Sendable { case completed, failed, interrupted, cancelled }
         var kind: Kind
         var turnID: UUID
         var userID: UUID
@@ -106,6 +106,12 @@ final class ReplySpool: Sendable {
                 TurnCompletion(
                     turnID: entry.turnID, userID: entry.userID, reply: entry.reply, model: entry.model,
                     stopReason: entry.stopReason, usage: entry.usage, firstTokenMs: entry.firstTokenMs,
+                    latencyMs: entry.latencyMs))
+        case .cancelled:
+            try await repository.cancelTurn(
+                TurnCompletion(
+                    turnID: entry.turnID, userID: entry.userID, reply: entry.reply, model: entry.model,
+                    stopReason: "cancelled", usage: entry.usage, firstTokenMs: entry.firstTokenMs,
                     latencyMs: entry.latencyMs))
         case .failed, .interrupted:
             try await repository.failTurn(

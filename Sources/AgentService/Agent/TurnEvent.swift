@@ -3,8 +3,8 @@ import ThreadStore
 
 /// What a running turn tells whoever is listening (an SSE response, the `/query` fallback, the terminal chat).
 enum TurnEvent: Sendable {
-    /// A text delta from Claude, relayed as it arrived.
-    case chunk(String)
+    /// Text from Claude, relayed as it arrived; `end` is the reply's UTF-8 length after it (the resume point).
+    case chunk(String, end: Int)
     /// Nothing has happened for a while; transports send a keep-alive.
     case ping
     /// The turn is persisted; this is always the last event of a successful turn.
@@ -28,7 +28,7 @@ struct TurnOutcome: Sendable {
 }
 
 /// Why a turn ended without a complete reply, in the words a client is shown.
-struct TurnFailureInfo: Error, Sendable {
+struct TurnFailureInfo: Error, Sendable, Equatable {
     /// A stable machine-readable kind: `overloaded_error`, `rate_limit_error`, `upstream_truncated`,
     /// `upstream_stalled`, `upstream_unavailable`, `interrupted`, `persistence_failed`, ...
     var type: String
@@ -37,9 +37,12 @@ struct TurnFailureInfo: Error, Sendable {
     var retryable: Bool
 }
 
-/// A turn that has been admitted: its ids are known and its events can be awaited.
+/// A turn that has been admitted: its ids are known and its reply can be followed.
 struct TurnHandle: Sendable {
     var threadID: String
     var turnID: UUID
-    var events: AsyncStream<TurnEvent>
+    var reply: ReplyBroadcast
+
+    /// The turn's events from its start.
+    var events: AsyncStream<TurnEvent> { reply.events(from: 0) }
 }

@@ -5,59 +5,19 @@ import Synchronization
 
 /// Owns every running turn, independently of the connections that asked for them.
 ///
-/// A turn's task is not a child of its HTTP request: a client that disconnects stops *listening*, and the turn
-/// still reads Claude to the end and persists. The supervisor keeps the tasks so that shutdown can wait for them
-/// (up to a grace period) and then cancel the rest, which makes each persist what it has as `interrupted`. It also
-/// sends keep-alive pings to streams that have been idle, from one timer for all turns.
+/// Turns run as child tasks of one task group inside `run()`: not children of their HTTP requests (a client that
+/// disconnects stops *listening*; the turn still reads Claude to the end and persists, and can be resumed), and not
+/// free tasks either, so shutdown provably waits for every one of them. Shutdown refuses new turns, waits up to a
+/// grace period, then sends each remaining turn `.shutdown` (it stores what it has as `interrupted`). The same group
+/// runs the keep-alive timer, which pings idle replies from one loop for all turns.
 final class TurnSupervisor: Service, Sendable {
-    /// One running turn.
-    final class Slot: Sendable {
-        let id: UUID
-        let userID: UUID
-        let continuation: AsyncStream<TurnEvent>.Continuation
-        let lastEventNanos: Atomic<UInt64>
-        let startedNanos: UInt64
-        /// The turn's task, and whether it was cancelled before the task was set (so a cancel is never lost).
-        private let control = Mutex<(task: Task<Void, Never>?, cancelled: Bool)>((nil, false))
-        /// Why the supervisor cancelled the turn, when it was not shutdown (e.g. its lease was lost).
-        let cancellationReason: Mutex<TurnFailureInfo?> = Mutex(nil)
-
-        init(id: UUID, userID: UUID, continuation: AsyncStream<TurnEvent>.Continuation, now: UInt64) {
-            self.id = id
-            self.userID = userID
-            self.continuation = continuation
-            self.lastEventNanos = Atomic(now)
-            self.startedNanos = now
-        }
-
-        /// The reason given to `TurnSupervisor.cancel(turnID:reason:)`, if that is how the turn was stopped.
-        var stopReason: TurnFailureInfo? { cancellationReason.withLock { $0 } }
-
-        func attach(_ task: Task<Void, Never>) {
-            let cancelled = control.withLock { control -> Bool in
-                control.task = task
-                return control.cancelled
-            }
-            if cancelled { task.cancel() }
-        }
-
-        func cancel() {
-            let task = control.withLock { control -> Task<Void, Never>? in
-                control.cancelled = true
-                return control.task
-            }
-            task?.cancel()
-        }
-
-        /// Relays an event to the listener (if any is still there) and notes the time.
-        func send(_ event: TurnEvent) {
-            lastEventNanos.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
-            continuation.yield(event)
-        }
+    private enum Job: Sendable {
+        case turn(TurnSlot, @Sendable (TurnSlot) async -> Void)
+        case graceTimer(Duration)
     }
 
     private struct State {
-        var slots: [UUID: Slot] = [:]
+        var slots: [UUID: TurnSlot] = [:]
         var draining = false
         var idleWaiters: [CheckedContinuation<Void, Never>] = []
         /// Turns admitted and not yet finished (beginning in the database, or running), in all and per user.
@@ -74,23 +34,104 @@ final class TurnSupervisor: Service, Sendable {
         case tooManyTurnsForUser(limit: Int)
     }
 
-    private let state = Mutex(State())
-    private let maxTurns: Int
-    private let maxTurnsPerUser: Int
-    private let pingInterval: Duration
-    private let logger: Logger
-    /// A running turn as seen by the periodic tick.
+    /// A running turn as seen by the lease keeper.
     struct RunningTurn: Sendable {
         var turnID: UUID
         var userID: UUID
         var age: Duration
+        var slot: TurnSlot
     }
+
+    private let state = Mutex(State())
+    private let jobs: AsyncStream<Job>
+    private let jobQueue: AsyncStream<Job>.Continuation
+    private let maxTurns: Int
+    private let maxTurnsPerUser: Int
+    private let pingInterval: Duration
+    private let logger: Logger
 
     init(pingInterval: Duration, maxTurns: Int = .max, maxTurnsPerUser: Int = .max, logger: Logger) {
         self.maxTurns = maxTurns
         self.maxTurnsPerUser = maxTurnsPerUser
         self.pingInterval = pingInterval
         self.logger = logger
+        (jobs, jobQueue) = AsyncStream<Job>.makeStream(bufferingPolicy: .unbounded)
+    }
+
+    // MARK: Running turns
+
+    /// As a service of `serve`'s group: runs the turns, then stays until the group's graceful shutdown reaches it (a
+    /// service may not end before that).
+    func run() async throws {
+        await runTurns()
+        try? await gracefulShutdown()
+    }
+
+    /// Runs the turns (and the keep-alive timer) until shutdown has begun and the last turn has finished.
+    ///
+    /// Under a `ServiceGroup` its graceful shutdown (which comes after the HTTP server stopped) begins the shutdown
+    /// here, if the signal handler has not already done so with the configured grace period.
+    func runTurns() async {
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await self.keepAlive() }
+                for await job in jobs {
+                    switch job {
+                    case .turn(let slot, let operation):
+                        group.addTask {
+                            await operation(slot)
+                            slot.close()
+                            self.finished(slot.id)
+                        }
+                    case .graceTimer(let grace):
+                        group.addTask {
+                            do { try await Task.sleep(for: grace) } catch { return }
+                            self.interruptAll(reason: "grace period of \(grace) elapsed")
+                        }
+                    }
+                }
+                // Every turn has finished: stop the keep-alive and grace timers.
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            self.beginShutdown(grace: .zero)
+        }
+    }
+
+    /// Starts `operation` as a supervised turn, with the admission `admit` gave, and returns its slot.
+    ///
+    /// Returns nil (and releases the admission) when the service is shutting down.
+    func launch(
+        turnID: UUID, userID: UUID, threadID: String, operation: @escaping @Sendable (TurnSlot) async -> Void
+    ) -> TurnSlot? {
+        let slot = TurnSlot(id: turnID, userID: userID, threadID: threadID)
+        let accepted = state.withLock { state -> Bool in
+            guard !state.draining else {
+                Self.release(userID, in: &state)
+                return false
+            }
+            state.slots[turnID] = slot
+            return true
+        }
+        guard accepted else { return nil }
+        jobQueue.yield(.turn(slot, operation))
+        return slot
+    }
+
+    private func finished(_ id: UUID) {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            if let slot = state.slots.removeValue(forKey: id) { Self.release(slot.userID, in: &state) }
+            guard state.slots.isEmpty else { return [] }
+            if state.draining { jobQueue.finish() }
+            defer { state.idleWaiters = [] }
+            return state.idleWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// The running turn with this id, if it runs in this process.
+    func slot(_ turnID: UUID) -> TurnSlot? {
+        state.withLock { $0.slots[turnID] }
     }
 
     /// The turns running now, with their age.
@@ -98,16 +139,17 @@ final class TurnSupervisor: Service, Sendable {
         let now = DispatchTime.now().uptimeNanoseconds
         return state.withLock { state in
             state.slots.values.map {
-                RunningTurn(turnID: $0.id, userID: $0.userID, age: .nanoseconds(now &- $0.startedNanos))
+                RunningTurn(turnID: $0.id, userID: $0.userID, age: .nanoseconds(now &- $0.startedNanos), slot: $0)
             }
         }
     }
 
-    /// Cancels one running turn for `reason` (its stream ends with that error after the partial reply is stored).
-    func cancel(turnID: UUID, reason: TurnFailureInfo) {
-        guard let slot = state.withLock({ $0.slots[turnID] }) else { return }
-        slot.cancellationReason.withLock { $0 = reason }
-        slot.cancel()
+    /// Sends `event` to a running turn; false when no such turn runs here.
+    @discardableResult
+    func post(_ event: TurnMachine.Event, to turnID: UUID) -> Bool {
+        guard let slot = slot(turnID) else { return false }
+        slot.post(event)
+        return true
     }
 
     /// Number of turns running now.
@@ -115,6 +157,8 @@ final class TurnSupervisor: Service, Sendable {
 
     /// True once shutdown has begun; new turns are refused.
     var isDraining: Bool { state.withLock { $0.draining } }
+
+    // MARK: Admission
 
     /// Reserves a place for one more turn of `userID`, before anything is written. Every admission ends with exactly
     /// one `launch` (the turn's end releases it) or one `release`.
@@ -145,71 +189,27 @@ final class TurnSupervisor: Service, Sendable {
     /// Turns admitted now (running, or still beginning), for tests and metrics.
     var admittedCount: Int { state.withLock { $0.admitted } }
 
-    /// Starts `operation` as a supervised turn and returns the stream of its events; uses the admission `admit` gave.
-    ///
-    /// Returns nil (and releases the admission) when the service is shutting down. The stream buffers without limit (a reply is bounded by
-    /// `max_tokens`), so a slow or departed listener never slows the turn.
-    func launch(
-        turnID: UUID,
-        userID: UUID,
-        operation: @escaping @Sendable (Slot) async -> Void
-    ) -> AsyncStream<TurnEvent>? {
-        let (stream, continuation) = AsyncStream<TurnEvent>.makeStream(bufferingPolicy: .unbounded)
-        let slot = Slot(
-            id: turnID, userID: userID, continuation: continuation, now: DispatchTime.now().uptimeNanoseconds)
-        let admitted = state.withLock { state -> Bool in
-            guard !state.draining else {
-                Self.release(userID, in: &state)
-                return false
-            }
-            state.slots[turnID] = slot
-            return true
-        }
-        guard admitted else {
-            continuation.finish()
-            return nil
-        }
-        let task = Task {
-            await operation(slot)
-            slot.continuation.finish()
-            self.finished(turnID)
-        }
-        slot.attach(task)
-        return stream
-    }
+    // MARK: Shutdown
 
-    private func finished(_ id: UUID) {
-        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            if let slot = state.slots.removeValue(forKey: id) { Self.release(slot.userID, in: &state) }
-            guard state.slots.isEmpty else { return [] }
-            defer { state.idleWaiters = [] }
-            return state.idleWaiters
-        }
-        for waiter in waiters { waiter.resume() }
-    }
-
-    /// Refuses new turns from now on, and cancels whatever is still running after `grace`.
+    /// Refuses new turns from now on, and interrupts whatever still runs after `grace`. Only the first call counts.
     func beginShutdown(grace: Duration) {
-        let first = state.withLock { state -> Bool in
+        let (first, running) = state.withLock { state -> (Bool, Int) in
             defer { state.draining = true }
-            return !state.draining
+            if !state.draining, state.slots.isEmpty { jobQueue.finish() }
+            return (!state.draining, state.slots.count)
         }
         guard first else { return }
-        let running = activeCount
         logger.notice(
             "shutdown: refusing new turns; waiting up to \(grace) for \(running) running turn(s) to finish and persist")
-        Task {
-            try? await Task.sleep(for: grace)
-            self.cancelAll(reason: "grace period of \(grace) elapsed")
-        }
+        if running > 0 { jobQueue.yield(.graceTimer(grace)) }
     }
 
-    /// Cancels every running turn; each stores its partial reply as `interrupted`.
-    func cancelAll(reason: String) {
+    /// Interrupts every running turn; each stores its partial reply as `interrupted`.
+    func interruptAll(reason: String) {
         let slots = state.withLock { Array($0.slots.values) }
         guard !slots.isEmpty else { return }
         logger.warning("shutdown: \(reason); interrupting \(slots.count) turn(s), their partial replies are saved")
-        for slot in slots { slot.cancel() }
+        for slot in slots { slot.post(.shutdown) }
     }
 
     /// Returns once no turn is running.
@@ -224,34 +224,16 @@ final class TurnSupervisor: Service, Sendable {
         }
     }
 
-    /// Sends pings to idle streams until graceful shutdown, then waits for the running turns.
-    ///
-    /// The graceful-shutdown signal from the service group arrives after the HTTP server has stopped; the grace
-    /// period itself is started earlier by `beginShutdown(grace:)` from the signal handler, so this only makes sure
-    /// nothing is still running when the database closes.
-    func run() async throws {
-        let ticker = Task {
-            while !Task.isCancelled {
-                do { try await Task.sleep(for: pingInterval) } catch { break }
-                tick()
-            }
-        }
-        defer { ticker.cancel() }
-        try? await gracefulShutdown()
-        beginShutdown(grace: .zero)
-        await waitUntilIdle()
-    }
-
-    /// Pings streams that were silent for a ping interval. Never waits on anything: lease renewal and the sweeper
-    /// run on schedules of their own (`LeaseKeeper`), so a slow database cannot hold back keep-alives.
-    private func tick() {
-        let now = DispatchTime.now().uptimeNanoseconds
+    /// Pings replies that were quiet for a ping interval. Never waits on anything: lease renewal and the sweeper run
+    /// on schedules of their own (`LeaseKeeper`), so a slow database cannot hold back keep-alives.
+    private func keepAlive() async {
         let interval =
             UInt64(pingInterval.components.seconds) * 1_000_000_000
             + UInt64(pingInterval.components.attoseconds / 1_000_000_000)
-        let slots = state.withLock { Array($0.slots.values) }
-        for slot in slots where now &- slot.lastEventNanos.load(ordering: .relaxed) >= interval {
-            slot.send(.ping)
+        while true {
+            do { try await Task.sleep(for: pingInterval) } catch { return }
+            let now = DispatchTime.now().uptimeNanoseconds
+            for slot in state.withLock({ Array($0.slots.values) }) { slot.pingIfIdle(now: now, interval: interval) }
         }
     }
 }

@@ -35,7 +35,10 @@ extension CLI {
             var configuration = try ServiceConfiguration(environment: environment)
             if environment["LOG_LEVEL"] == nil { configuration.logLevel = .warning }
             let logger = bootstrapLogging(level: configuration.logLevel)
-            return try await AgentRuntime.start(configuration: configuration, environment: environment, logger: logger)
+            let runtime = try await AgentRuntime.start(
+                configuration: configuration, environment: environment, logger: logger)
+            runtime.runTurns()
+            return runtime
         } catch {
             fail("\(error)")
         }

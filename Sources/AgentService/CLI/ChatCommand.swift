@@ -106,7 +106,7 @@ struct ChatCommand: AsyncParsableCommand {
                 for await event in handle.events {
                     if Task.isCancelled { break }
                     switch event {
-                    case .chunk(let text): CLI.write(TerminalText.safe(text))
+                    case .chunk(let text, _): CLI.write(TerminalText.safe(text))
                     case .ping, .done: continue
                     case .failed(let failure): CLI.write("\n" + style.warning("[\(failure.type): \(failure.message)]"))
                     }

@@ -100,7 +100,7 @@ struct ReplayCommand: AsyncParsableCommand {
             var outcome: TurnOutcome?
             for await event in handle.events {
                 switch event {
-                case .chunk(let text): CLI.write(TerminalText.safe(text))
+                case .chunk(let text, _): CLI.write(TerminalText.safe(text))
                 case .ping: continue
                 case .done(let done): outcome = done
                 case .failed(let failure): CLI.write("\n" + style.warning("[\(failure.type): \(failure.message)]"))

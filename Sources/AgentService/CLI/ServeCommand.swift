@@ -176,7 +176,7 @@ final class ServiceController: Sendable {
 
     /// Interrupts every running turn now; each stores its partial reply as `interrupted`.
     func interruptNow() {
-        supervisor.cancelAll(reason: "second shutdown signal")
+        supervisor.interruptAll(reason: "second shutdown signal")
     }
 }
 

@@ -18,7 +18,8 @@ struct AgentAPI: Sendable {
     static let routes: [(pattern: [String], methods: [String])] = [
         (["query_stream"], ["POST", "OPTIONS"]), (["query"], ["POST", "OPTIONS"]), (["chat"], ["POST", "OPTIONS"]),
         (["threads"], ["GET", "OPTIONS"]), (["threads", "*"], ["DELETE", "OPTIONS"]),
-        (["threads", "*", "messages"], ["GET", "OPTIONS"]), (["health"], ["GET", "HEAD"]), (["metrics"], ["GET"]),
+        (["threads", "*", "messages"], ["GET", "OPTIONS"]), (["threads", "*", "stream"], ["GET", "OPTIONS"]),
+        (["threads", "*", "cancel"], ["POST", "OPTIONS"]), (["health"], ["GET", "HEAD"]), (["metrics"], ["GET"]),
     ]
 
     func buildRouter() -> Router<BasicRequestContext> {
@@ -35,6 +36,8 @@ struct AgentAPI: Sendable {
         }
         router.delete("threads/:thread_id") { request, context in try await self.deleteThread(request, context: context)
         }
+        router.get("threads/:thread_id/stream") { request, context in try await self.resume(request, context: context) }
+        router.post("threads/:thread_id/cancel") { request, context in try await self.cancel(request, context: context) }
         router.get("health") { request, context in await self.health() }
         router.get("metrics") { request, _ in
             if let token = self.configuration.metricsToken {
@@ -124,24 +127,32 @@ struct AgentAPI: Sendable {
     private func queryStream(_ request: Request, context: BasicRequestContext) async throws -> Response {
         var request = request
         let handle = try await startTurn(&request, context: context)
+        return Self.eventStream(
+            threadID: handle.threadID, turnID: handle.turnID, events: handle.events, logger: context.logger)
+    }
+
+    /// An SSE response relaying `events` until the final frame. A client that goes away only stops listening: the
+    /// turn goes on under the supervisor, is persisted, and can be resumed.
+    static func eventStream(
+        threadID: String, turnID: UUID, events: AsyncStream<TurnEvent>, logger: Logger
+    ) -> Response {
+        let turnKey = turnID.uuidString.lowercased()
         let headers: HTTPFields = [
             .contentType: "text/event-stream; charset=utf-8",
             .cacheControl: "no-cache, no-store",
             .xContentTypeOptions: "nosniff",
             .xAccelBuffering: "no",
-            .xThreadID: handle.threadID,
-            .xTurnID: handle.turnID.uuidString.lowercased(),
+            .xThreadID: threadID,
+            .xTurnID: turnKey,
         ]
-        let logger = context.logger
         return Response(
             status: .ok, headers: headers,
             body: ResponseBody { writer in
-                for await event in handle.events {
+                for await event in events {
                     do {
                         try await writer.write(
-                            ServerSentEvents.frame(for: event, threadID: handle.threadID, turnID: handle.turnID))
+                            ServerSentEvents.frame(for: event, threadID: threadID, turnID: turnID, turnKey: turnKey))
                     } catch {
-                        // The client went away. The turn goes on under the supervisor and is persisted.
                         logger.debug("client disconnected mid-stream; the turn continues")
                         throw error
                     }
@@ -161,7 +172,7 @@ struct AgentAPI: Sendable {
         var text = ""
         for await event in handle.events {
             switch event {
-            case .chunk(let chunk): text += chunk
+            case .chunk(let chunk, _): text += chunk
             case .ping: continue
             case .done(let outcome):
                 return JSONResponse.make(
@@ -301,6 +312,63 @@ struct AgentAPI: Sendable {
             throw APIError.threadNotFound
         }
         return JSONResponse.make(object: ["deleted": true, "thread_id": threadID])
+    }
+
+    // MARK: Resume and stop
+
+    /// `GET /threads/{id}/stream`: the reply from `Last-Event-ID` (or `?after=`) on, live to its end; the running
+    /// turn from its start without a position; 204 when nothing runs and there is nothing to resume.
+    private func resume(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let user = try await userID(request)
+        let threadID = try threadIDParameter(context)
+        let position = try Self.resumePosition(request)
+        let followed: FollowedTurn?
+        do {
+            followed = try await agent.follow(userID: user, threadID: threadID, from: position)
+        } catch {
+            throw Self.apiError(error)
+        }
+        guard let followed else { return Response(status: .noContent) }
+        return Self.eventStream(
+            threadID: followed.threadID, turnID: followed.turnID, events: followed.events, logger: context.logger)
+    }
+
+    /// `POST /threads/{id}/cancel`: stops the thread's running turn, wherever it runs.
+    private func cancel(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let user = try await userID(request)
+        let threadID = try threadIDParameter(context)
+        do {
+            let turnID = try await agent.stop(userID: user, threadID: threadID)
+            return JSONResponse.make(
+                object: ["cancelled": true, "thread_id": threadID, "turn_id": turnID.uuidString.lowercased()])
+        } catch {
+            throw Self.apiError(error)
+        }
+    }
+
+    /// The client's position: `Last-Event-ID` (what EventSource sends on reconnect) or `?after=`, as
+    /// `<turn_id>:<offset>` or `<offset>`.
+    static func resumePosition(_ request: Request) throws -> ResumePosition? {
+        let header = request.headers[.lastEventID]
+        let query = request.uri.queryParameters["after"].map(String.init)
+        guard let text = header ?? query else { return nil }
+        let field = header != nil ? "Last-Event-ID" : "after"
+        guard text.utf8.count <= 64, let position = ResumePosition(text) else {
+            throw APIError.invalid(field, "must be the id of the last chunk received (<turn_id>:<offset>) or an offset")
+        }
+        return position
+    }
+
+    static func apiError(_ error: FollowError) -> APIError {
+        switch error {
+        case .threadNotFound: return .threadNotFound
+        case .turnNotFound: return APIError(status: .notFound, type: "not_found", message: "No such turn in this thread.")
+        case .beyondReply(let length):
+            return .invalid("after", "is past the end of the reply (\(length) bytes so far)")
+        case .noActiveTurn:
+            return APIError(status: .conflict, type: "no_active_turn", message: "No reply is streaming on this thread.")
+        case .storeUnavailable: return .databaseUnavailable
+        }
     }
 
     // MARK: Operations

@@ -7,6 +7,7 @@ extension HTTPField.Name {
     static let xThreadID = Self("X-Thread-Id")!
     static let xTurnID = Self("X-Turn-Id")!
     static let xContentTypeOptions = Self("X-Content-Type-Options")!
+    static let lastEventID = Self("Last-Event-ID")!
 }
 
 /// CORS for a configured list of origins (`CORS_ALLOWED_ORIGINS`), preflight included, and the guard against

@@ -5,20 +5,28 @@ import ThreadStore
 /// Encodes turn events as the seed-compatible SSE frames: `data: {"chunk": ...}`, `data: {"done": true, ...}`,
 /// `data: {"error": {...}}`, and `: ping` comments.
 ///
+/// Every chunk frame carries `id: <turn_id>:<offset>`, the reply's UTF-8 length after the chunk: a client that loses
+/// the connection sends the last id it saw as `Last-Event-ID` (or `?after=`) to `GET /threads/{id}/stream` and gets
+/// exactly the rest.
+///
 /// Hand-rolled on purpose: these frames are written once per token for every stream, and a direct escaper is several
 /// times cheaper than `JSONEncoder` on that path. The escaping is JSON's own (RFC 8259) plus U+2028/U+2029.
 enum ServerSentEvents {
     static let ping = ByteBuffer(string: ": ping\n\n")
 
     /// The frame for one event; `nil` for events that have no frame.
-    static func frame(for event: TurnEvent, threadID: String, turnID: UUID) -> ByteBuffer {
+    static func frame(for event: TurnEvent, threadID: String, turnID: UUID, turnKey: String) -> ByteBuffer {
         var buffer = ByteBuffer()
         switch event {
         case .ping:
             return ping
-        case .chunk(let text):
-            buffer.reserveCapacity(text.utf8.count + 24)
-            buffer.writeStaticString("data: {\"chunk\":")
+        case .chunk(let text, let end):
+            buffer.reserveCapacity(text.utf8.count + turnKey.utf8.count + 40)
+            buffer.writeStaticString("id: ")
+            buffer.writeString(turnKey)
+            buffer.writeInteger(UInt8(ascii: ":"))
+            buffer.writeString(String(end))
+            buffer.writeStaticString("\ndata: {\"chunk\":")
             writeJSONString(text, into: &buffer)
             buffer.writeStaticString("}\n\n")
         case .done(let outcome):

@@ -51,11 +51,23 @@ public struct RetryPolicy: Sendable, Hashable {
     public func delay(
         headers: HTTPHeaders, retriesSoFar: Int, jitter: Double = Double.random(in: 0..<1), now: Date = Date()
     ) -> Duration {
-        if let seconds = Self.retryAfterSeconds(headers: headers, now: now), seconds > 0, seconds <= 60 {
+        delay(retryAfter: Self.requestedDelay(headers: headers, now: now), retriesSoFar: retriesSoFar, jitter: jitter)
+    }
+
+    /// The delay before retry number `retriesSoFar + 1`, given the wait the server asked for (``ClaudeError/retryAfter``).
+    public func delay(retryAfter: Duration?, retriesSoFar: Int, jitter: Double) -> Duration {
+        if let retryAfter {
+            let seconds = Double(retryAfter.components.seconds) + Double(retryAfter.components.attoseconds) / 1e18
             return Self.duration(seconds: seconds * delayScale)
         }
         let base = min(0.5 * pow(2.0, Double(retriesSoFar)), 8.0)
         return Self.duration(seconds: base * (1 - 0.25 * jitter) * delayScale)
+    }
+
+    /// The wait a response asks for (`retry-after-ms`, else `retry-after`), when it is within 0 < value ≤ 60 s.
+    static func requestedDelay(headers: HTTPHeaders, now: Date) -> Duration? {
+        guard let seconds = retryAfterSeconds(headers: headers, now: now), seconds > 0, seconds <= 60 else { return nil }
+        return duration(seconds: seconds)
     }
 
     static func retryAfterSeconds(headers: HTTPHeaders, now: Date) -> Double? {

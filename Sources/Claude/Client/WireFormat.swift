@@ -81,7 +81,8 @@ extension ClaudeError {
         let code = parsed?.error?.details?.error_code
         let error = ClaudeError(
             kind: .api, status: status, type: parsed?.error?.type, message: message, requestID: requestID,
-            isRetryable: policy.isRetryable(status: status, headers: headers, errorCode: code), attempts: attempts
+            isRetryable: policy.isRetryable(status: status, headers: headers, errorCode: code), attempts: attempts,
+            retryAfter: RetryPolicy.requestedDelay(headers: headers, now: Date())
         )
         return (error, code)
     }

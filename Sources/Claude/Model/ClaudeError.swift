@@ -38,12 +38,15 @@ public struct ClaudeError: Error, Sendable, CustomStringConvertible {
     public var isRetryable: Bool
     /// How many HTTP attempts were made.
     public var attempts: Int
+    /// The wait the server asked for before a retry (`retry-after-ms` or `retry-after`, honoured when within 60 s).
+    public var retryAfter: Duration?
 
     /// Creates an error.
     public init(
         kind: Kind, status: Int? = nil, type: String? = nil, message: String, requestID: String? = nil,
-        isRetryable: Bool = false, attempts: Int = 0
+        isRetryable: Bool = false, attempts: Int = 0, retryAfter: Duration? = nil
     ) {
+        self.retryAfter = retryAfter
         self.kind = kind
         self.status = status
         self.type = type

@@ -27,6 +27,8 @@ public enum TurnStatus: String, Sendable, Codable {
     case failed
     /// The process stopped (or its lease expired) before the reply finished.
     case interrupted
+    /// The user stopped the reply; the part they received is stored.
+    case cancelled
 }
 
 /// A stored turn: one question and its reply.

@@ -178,19 +178,64 @@ public struct ThreadRepository: Sendable {
         return result.int(0, 0) == 1
     }
 
-    /// Extends a streaming turn's lease to now + `lease`.
+    /// Extends a streaming turn's lease to now + `lease`, and stores `partialReply` (the reply so far) as a
+    /// checkpoint when given: a process that dies loses at most what streamed since its last renewal, and other
+    /// instances show the running turn with its text.
     /// - Throws: `StoreError.leaseLost` when the turn is no longer streaming (or does not exist for this user).
-    public func renewLease(turnID: UUID, userID: UUID, lease: Duration) async throws {
+    public func renewLease(turnID: UUID, userID: UUID, lease: Duration, partialReply: String? = nil) async throws {
         let seconds = Validation.seconds(lease)
+        // A checkpoint Postgres cannot hold (a NUL byte) is skipped; the final write reports it.
+        let checkpoint = partialReply.flatMap { (try? StoreError.checkText($0, field: "partialReply")) == nil ? nil : $0 }
         let result = try await database.withConnection {
             try $0.asUser(
                 rowSecurity: rowSecurity, userID,
                 """
-                UPDATE turns SET lease_until = now() + \(seconds)::float8 * interval '1 second'
+                UPDATE turns SET lease_until = now() + \(seconds)::float8 * interval '1 second',
+                    reply = coalesce(\(checkpoint)::text, reply)
                 WHERE id = \(turnID)::uuid AND user_id = \(userID)::uuid AND status = 'streaming'
                 """)
         }
         if result.affectedRows == 0 { throw StoreError(.leaseLost, "the turn is no longer streaming") }
+    }
+
+    /// Stores the reply of a turn the user stopped (status `cancelled`, stop reason `cancelled`), bumps the thread and
+    /// ends the lease, in one round trip. Idempotent by turn id.
+    /// - Returns: true if this call wrote it, false if the turn had already finished.
+    @discardableResult
+    public func cancelTurn(_ stopped: TurnCompletion) async throws -> Bool {
+        try StoreError.checkText(stopped.reply, field: "reply")
+        try StoreError.checkText(stopped.model, field: "model")
+        return try await finish(
+            turnID: stopped.turnID, userID: stopped.userID, reply: stopped.reply, status: .cancelled, error: nil,
+            model: stopped.model, stopReason: "cancelled", usage: stopped.usage, firstTokenMs: stopped.firstTokenMs,
+            latencyMs: stopped.latencyMs, alsoFromInterrupted: false)
+    }
+
+    /// Marks the user's streaming turn `cancelled` in the database alone, keeping its last checkpointed reply: for a
+    /// stop request no running instance answered (the owner stopped, or cannot be reached; if it still runs, its next
+    /// lease renewal fails and it stops). Returns the turn as it is now, nil when it does not exist for this user.
+    public func cancelStreamingTurn(userID: UUID, turnID: UUID) async throws -> Turn? {
+        let results = try await database.withConnection {
+            try $0.asUser(
+                rowSecurity: rowSecurity, userID,
+                [
+                    """
+                    WITH done AS (
+                        UPDATE turns SET status = 'cancelled', stop_reason = 'cancelled', finished_at = now(),
+                            lease_until = NULL
+                        WHERE id = \(turnID)::uuid AND user_id = \(userID)::uuid AND status = 'streaming'
+                        RETURNING user_id, thread_id
+                    )
+                    UPDATE threads SET updated_at = now() FROM done
+                    WHERE threads.user_id = done.user_id AND threads.id = done.thread_id
+                    """,
+                    """
+                    SELECT \(unsafeRaw: Rows.turnColumns()) FROM turns
+                    WHERE id = \(turnID)::uuid AND user_id = \(userID)::uuid
+                    """,
+                ])
+        }
+        return results[1].rows.first.flatMap(Rows.turn)
     }
 
     /// The user's threads, most recently updated first, with `updated_at` before `before` when given.

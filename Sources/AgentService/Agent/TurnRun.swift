@@ -1,0 +1,254 @@
+import Claude
+import Foundation
+import Logging
+import Synchronization
+import ThreadStore
+
+/// Executes one turn: the I/O half of `TurnMachine`.
+///
+/// Everything the turn waits for (the upstream attempt, a write attempt, a retry timer) runs as a child task that
+/// reports back through the slot's inbox, so the loop below never blocks on I/O and handles a Stop or a shutdown at
+/// any moment. The machine decides; this performs: it starts and stops upstream attempts, relays text to the reply,
+/// writes the ending (each attempt with a deadline), spools it when the machine says so, and sends the final frame.
+struct TurnRun: Sendable {
+    struct Context: Sendable {
+        var userID: UUID
+        var threadID: String
+        var turnID: UUID
+        var request: MessagesRequest
+    }
+
+    let context: Context
+    let slot: TurnSlot
+    let claude: ClaudeClient
+    let repository: ThreadRepository
+    let spool: ReplySpool?
+    let metrics: ServiceMetrics
+    let logger: Logger
+    let machine: TurnMachine.Configuration
+
+    func run() async {
+        let clock = ContinuousClock()
+        let start = clock.now
+        var machine = TurnMachine(configuration: self.machine)
+        var firstTokenMs: Int?
+        var latencyMs: Int?
+        var entry: ReplySpool.Entry?
+        var upstream: StopSignal?
+        metrics.streamStarted()
+        defer { metrics.streamEnded(duration: clock.now - start) }
+        let log = {
+            var log = logger
+            log[metadataKey: "turn_id"] = "\(context.turnID)"
+            log[metadataKey: "thread_id"] = "\(context.threadID)"
+            return log
+        }()
+
+        slot.post(.begun)
+        await withTaskCancellationHandler {
+            await withDiscardingTaskGroup { group in
+                loop: for await event in slot.events {
+                    for action in machine.handle(event, at: clock.now) {
+                        switch action {
+                        case .startUpstream(let attempt):
+                            if attempt > 1 { log.info("asking Claude again (attempt \(attempt))") }
+                            let stop = StopSignal()
+                            upstream = stop
+                            group.addTask { await self.stream(until: stop) }
+                        case .stopUpstream:
+                            upstream?.fire()
+                            upstream = nil
+                        case .scheduleUpstreamRetry(let delay):
+                            group.addTask { await self.post(.upstreamRetryDue, after: delay) }
+                        case .relay(let text):
+                            if firstTokenMs == nil {
+                                let elapsed = clock.now - start
+                                firstTokenMs = elapsed.milliseconds
+                                metrics.firstChunk(after: elapsed)
+                            }
+                            slot.relay(text)
+                        case .persist(let ending, let timeout):
+                            if entry == nil {
+                                latencyMs = (clock.now - start).milliseconds
+                                entry = makeEntry(ending, machine.accumulator, firstTokenMs, latencyMs)
+                                noteEnding(ending, machine.accumulator, log: log)
+                            }
+                            let write = entry!
+                            group.addTask { await self.write(write, within: timeout, log: log) }
+                        case .schedulePersistRetry(let delay):
+                            log.warning("persisting the turn failed; retrying in \(delay)")
+                            group.addTask { await self.post(.persistRetryDue, after: delay) }
+                        case .schedulePersistDeadline(let delay):
+                            group.addTask { await self.post(.persistDeadlinePassed, after: delay) }
+                        case .spool:
+                            let saved = spool?.save(entry!) ?? false
+                            if saved {
+                                metrics.turnSpooled()
+                                log.error(
+                                    "could not store the turn in time; spooled to \(spool!.directory.path), it is written when the database answers"
+                                )
+                            } else {
+                                log.error("giving up on persisting the turn; the reply is lost")
+                            }
+                            slot.post(.spooled(saved))
+                        case .finish(let final, let outcome):
+                            metrics.turnFinished(outcome: outcome)
+                            slot.reply.finish(
+                                frame(final, machine.accumulator, firstTokenMs: firstTokenMs, latencyMs: latencyMs))
+                            break loop
+                        }
+                    }
+                }
+                upstream?.fire()
+                // Timers still pending, or a write attempt abandoned at its deadline: the turn is over.
+                group.cancelAll()
+            }
+        } onCancel: {
+            slot.post(.shutdown)
+        }
+    }
+
+    // MARK: Child tasks
+
+    /// One upstream attempt, relaying its events to the inbox, until it ends or `stop` fires (which cancels it and
+    /// so closes the upstream connection).
+    private func stream(until stop: StopSignal) async {
+        await withTaskGroup(of: Void.self) { attempt in
+            attempt.addTask {
+                do {
+                    for try await event in claude.stream(context.request) { slot.post(.upstream(event)) }
+                    slot.post(.upstreamEnded)
+                } catch {
+                    let failure =
+                        (error as? ClaudeError) ?? ClaudeError(kind: .connection, message: "\(error)", isRetryable: true)
+                    slot.post(.upstreamFailed(failure, jitter: Double.random(in: 0..<1)))
+                }
+            }
+            attempt.addTask { await stop.wait() }
+            _ = await attempt.next()
+            attempt.cancelAll()
+        }
+    }
+
+    /// One write attempt of the ending, reported as `persisted` or `persistFailed`.
+    private func write(_ entry: ReplySpool.Entry, within timeout: Duration, log: Logger) async {
+        let repository = self.repository
+        let result = await withDeadline(timeout) { try await ReplySpool.write(entry, to: repository) }
+        switch result {
+        case .success?:
+            slot.post(.persisted(.written))
+        case .failure(let error as StoreError)? where error.code == .notFound:
+            log.notice("the turn's thread was deleted while it streamed; nothing to store")
+            slot.post(.persisted(.gone))
+        case .failure(let error)? where !((error as? StoreError)?.isTransient ?? false):
+            log.error(
+                "the database refused the turn's ending; it is not stored", metadata: ["error": "\(String(reflecting: error))"])
+            slot.post(.persistFailed(transient: false))
+        case .failure(let error)?:
+            log.warning("persisting the turn failed", metadata: ["reason": "\(error)"])
+            slot.post(.persistFailed(transient: true))
+        case nil:
+            log.warning("persisting the turn got no answer within \(timeout)")
+            slot.post(.persistFailed(transient: true))
+        }
+    }
+
+    /// A timer. It sleeps even in a cancelled task (where `Task.sleep` returns at once and a retry loop would turn
+    /// hot); the group cancels what is left when the turn ends, and late timers are ignored by the machine.
+    private func post(_ event: TurnMachine.Event, after delay: Duration) async {
+        await sleepIgnoringCancellation(delay)
+        slot.post(event)
+    }
+
+    // MARK: Building what is stored and sent
+
+    private func makeEntry(
+        _ ending: TurnMachine.Ending, _ reply: MessageAccumulator, _ firstTokenMs: Int?, _ latencyMs: Int?
+    ) -> ReplySpool.Entry {
+        let kind: ReplySpool.Entry.Kind =
+            switch ending.status {
+            case .completed: .completed
+            case .cancelled: .cancelled
+            case .interrupted: .interrupted
+            default: .failed
+            }
+        return ReplySpool.Entry(
+            kind: kind, turnID: context.turnID, userID: context.userID, reply: reply.text,
+            model: reply.model ?? context.request.model,
+            stopReason: ending.status == .completed ? reply.stopReason : nil,
+            error: ending.failure.map { "\($0.type): \($0.message)" }, usage: Self.usage(reply.usage),
+            firstTokenMs: firstTokenMs, latencyMs: latencyMs)
+    }
+
+    private func noteEnding(_ ending: TurnMachine.Ending, _ reply: MessageAccumulator, log: Logger) {
+        switch ending.status {
+        case .completed:
+            metrics.tokens(Self.usage(reply.usage))
+        case .cancelled:
+            log.info("turn stopped by the user after \(reply.text.unicodeScalars.count) characters")
+        default:
+            let failure = ending.failure ?? TurnMachine.internalFailure
+            metrics.upstreamError(type: failure.type)
+            log.warning(
+                "turn failed after \(reply.text.unicodeScalars.count) characters; partial reply stored",
+                metadata: ["error_type": "\(failure.type)", "error": "\(failure.message)"])
+        }
+    }
+
+    private func frame(
+        _ final: TurnMachine.Final, _ reply: MessageAccumulator, firstTokenMs: Int?, latencyMs: Int?
+    ) -> TurnEvent {
+        switch final {
+        case .done(let stopReason):
+            return .done(
+                TurnOutcome(
+                    threadID: context.threadID, turnID: context.turnID, reply: reply.text,
+                    usage: Self.usage(reply.usage), model: reply.model ?? context.request.model, stopReason: stopReason,
+                    firstTokenMs: firstTokenMs, latencyMs: latencyMs))
+        case .error(let info):
+            return .failed(info)
+        }
+    }
+
+    static func usage(_ usage: Usage) -> TokenUsage {
+        TokenUsage(
+            inputTokens: usage.inputTokens, outputTokens: usage.outputTokens,
+            cacheCreationInputTokens: usage.cacheCreationInputTokens, cacheReadInputTokens: usage.cacheReadInputTokens)
+    }
+}
+
+/// A one-shot switch a task can wait on; firing it (or cancelling the waiter) ends the wait.
+final class StopSignal: Sendable {
+    private let state = Mutex<(fired: Bool, waiter: CheckedContinuation<Void, Never>?)>((false, nil))
+
+    func fire() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.fired = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
+    func wait() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let fired = state.withLock { state -> Bool in
+                    if state.fired || Task.isCancelled { return true }
+                    state.waiter = continuation
+                    return false
+                }
+                if fired { continuation.resume() }
+            }
+        } onCancel: {
+            fire()
+        }
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds.
+    var milliseconds: Int {
+        Int(components.seconds) * 1_000 + Int(components.attoseconds / 1_000_000_000_000_000)
+    }
+}
