@@ -23,24 +23,53 @@ enum Connector {
         }
         guard let handle else { throw StoreError(.connectionFailed, "out of memory while connecting") }
         guard PQstatus(handle) == CONNECTION_OK else {
-            let raw = String(cString: PQerrorMessage(handle))
-            let host = PQhost(handle).map { String(cString: $0) } ?? parsed?["host"] ?? "localhost"
-            PQfinish(handle)
-            throw describeFailure(raw, host: host, configuration: configuration, parsed: parsed)
-        }
-        // Every wait is a poll() bounded by the statement deadline; libpq must never block in send() on its own, and
-        // PQfinish of an abandoned connection must not block on a full socket buffer either.
-        guard PQsetnonblocking(handle, 1) == 0 else {
-            let error = StoreError(
-                .connectionFailed, "could not switch the connection to non-blocking mode",
-                detail: String(cString: PQerrorMessage(handle)))
+            let error = failure(of: handle, configuration: configuration, parsed: parsed)
             PQfinish(handle)
             throw error
         }
-        // Server notices ("relation already exists, skipping") would otherwise go to stderr.
-        _ = PQsetNoticeProcessor(handle, { _, _ in }, nil)
+        do { try prepareForUse(handle) } catch {
+            PQfinish(handle)
+            throw error
+        }
         counters.connectionsOpened.add(1, ordering: .relaxed)
         return DatabaseConnection(handle: handle, counters: counters, statementTimeout: configuration.statementTimeout)
+    }
+
+    /// Starts a connection attempt without blocking on the network (`PQconnectStartParams`, same keywords as `open`);
+    /// the caller drives `PQconnectPoll`, enforces the connect timeout, then calls `prepareForUse`. Nil when out of
+    /// memory. Resolving a host name may still block.
+    static func start(_ configuration: DatabaseConfiguration) -> (handle: OpaquePointer?, parsed: [String: String]?) {
+        let parsed = parse(configuration.conninfo)
+        let parameters = parameters(for: configuration, parsed: parsed)
+        let handle: OpaquePointer? = withCStrings(parameters.map(\.key)) { keyPointers in
+            withCStrings(parameters.map(\.value)) { valuePointers in
+                PQconnectStartParams(keyPointers, valuePointers, 1)
+            }
+        }
+        return (handle, parsed)
+    }
+
+    /// The one-line explanation of a failed connection attempt on `handle` (see `describeFailure`).
+    static func failure(
+        of handle: OpaquePointer, configuration: DatabaseConfiguration, parsed: [String: String]?,
+        raw: String? = nil
+    ) -> StoreError {
+        let raw = raw ?? String(cString: PQerrorMessage(handle))
+        let host = PQhost(handle).map { String(cString: $0) } ?? parsed?["host"] ?? "localhost"
+        return describeFailure(raw, host: host, configuration: configuration, parsed: parsed)
+    }
+
+    /// Settings every connection gets once it is established.
+    static func prepareForUse(_ handle: OpaquePointer) throws {
+        // Every wait is a poll() bounded by a deadline; libpq must never block in send() on its own, and PQfinish of
+        // an abandoned connection must not block on a full socket buffer either.
+        guard PQsetnonblocking(handle, 1) == 0 else {
+            throw StoreError(
+                .connectionFailed, "could not switch the connection to non-blocking mode",
+                detail: String(cString: PQerrorMessage(handle)))
+        }
+        // Server notices ("relation already exists, skipping") would otherwise go to stderr.
+        _ = PQsetNoticeProcessor(handle, { _, _ in }, nil)
     }
 
     /// The keywords passed to `PQconnectdbParams`: the conninfo (expanded as `dbname`), then ours where the
