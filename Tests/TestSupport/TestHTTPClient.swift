@@ -79,7 +79,95 @@ public enum TestHTTP {
         return try await EventStream(connection: connection)
     }
 
-    static func requestBytes(method: String, path: String, headers: [String: String], body: [UInt8]?) -> [UInt8] {
+    /// Starts a request without a body (`GET /threads/{id}/stream`) whose response is read as SSE events.
+    public static func openEventStream(
+        port: Int, method: String, path: String, headers: [String: String] = [:]
+    ) async throws -> EventStream {
+        var all = headers
+        all["Accept"] = "text/event-stream"
+        let connection = try await Connection.open(port: port)
+        try connection.send(requestBytes(method: method, path: path, headers: all, body: nil))
+        return try await EventStream(connection: connection)
+    }
+
+    /// Sends `request` and reads at most `limit` bytes of the raw response, then drops the connection: a client that
+    /// lost its network after exactly that much.
+    public static func readPartial(port: Int, request: [UInt8], limit: Int) async throws -> [UInt8] {
+        let fd = try connectedSocket(port: port)
+        return try await withCheckedThrowingContinuation { continuation in
+            Thread {
+                defer { Glibc.close(fd) }
+                var sent = 0
+                while sent < request.count {
+                    let n = request[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) }
+                    guard n > 0 else {
+                        continuation.resume(throwing: TestHTTPError("send failed (errno \(errno))"))
+                        return
+                    }
+                    sent += n
+                }
+                var received: [UInt8] = []
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                while received.count < limit {
+                    let n = buffer.withUnsafeMutableBytes {
+                        Glibc.recv(fd, $0.baseAddress, min($0.count, limit - received.count), 0)
+                    }
+                    if n <= 0 { break }
+                    received += buffer[0..<n]
+                }
+                continuation.resume(returning: received)
+            }.start()
+        }
+    }
+
+    /// The complete SSE events in a raw HTTP/1.1 response that may have been cut anywhere (a chunked body, as the
+    /// service streams): what an SSE client would have dispatched before the connection dropped.
+    public static func completeEvents(inRawResponse raw: [UInt8]) -> [ReceivedEvent] {
+        guard let headEnd = (0..<max(raw.count - 3, 0)).first(where: { raw[$0..<($0 + 4)].elementsEqual([13, 10, 13, 10]) })
+        else { return [] }
+        var body: [UInt8] = []
+        var index = headEnd + 4
+        while index < raw.count {
+            guard let lineEnd = (index..<max(raw.count - 1, index)).first(where: { raw[$0] == 13 && raw[$0 + 1] == 10 }),
+                let size = Int(String(decoding: raw[index..<lineEnd], as: UTF8.self), radix: 16)
+            else { break }
+            let start = lineEnd + 2
+            let end = min(start + size, raw.count)
+            body += raw[start..<end]
+            if size == 0 || end < start + size { break }
+            index = end + 2
+        }
+        var events: [ReceivedEvent] = []
+        var blockStart = 0
+        var position = 0
+        while position + 1 < body.count {
+            if body[position] == 10, body[position + 1] == 10 {
+                let block = String(decoding: body[blockStart..<position], as: UTF8.self)
+                var data: [String] = []
+                var id: String?
+                var comment: String?
+                for line in block.split(separator: "\n", omittingEmptySubsequences: false) {
+                    if line.hasPrefix(":") { comment = String(line.dropFirst()).trimmingCharacters(in: .whitespaces) }
+                    if line.hasPrefix("id:") { id = String(line.dropFirst(3)).trimmingCharacters(in: .whitespaces) }
+                    if line.hasPrefix("data:") {
+                        var value = line.dropFirst(5)
+                        if value.first == " " { value = value.dropFirst() }
+                        data.append(String(value))
+                    }
+                }
+                events.append(
+                    ReceivedEvent(
+                        data: data.isEmpty ? nil : data.joined(separator: "\n"), comment: comment, id: id, arrival: .now))
+                position += 2
+                blockStart = position
+            } else {
+                position += 1
+            }
+        }
+        return events
+    }
+
+    public static func requestBytes(method: String, path: String, headers: [String: String], body: [UInt8]?) -> [UInt8] {
         var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         for (name, value) in headers { head += "\(name): \(value)\r\n" }
         if let body { head += "Content-Length: \(body.count)\r\n" }

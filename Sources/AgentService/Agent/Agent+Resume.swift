@@ -59,6 +59,7 @@ extension Agent {
             guard let start = slot.reply.resumePoint(position?.offset ?? 0) else {
                 throw .beyondReply(length: slot.reply.count)
             }
+            metrics.resumeStarted(source: "local")
             return FollowedTurn(threadID: threadID, turnID: slot.id, events: slot.reply.events(from: start))
         }
         let turn: Turn
@@ -90,15 +91,18 @@ extension Agent {
             guard let start = slot.reply.resumePoint(position?.offset ?? 0) else {
                 throw .beyondReply(length: slot.reply.count)
             }
+            metrics.resumeStarted(source: "local")
             return FollowedTurn(threadID: threadID, turnID: slot.id, events: slot.reply.events(from: start))
         }
         let offset = position?.offset ?? 0
         if turn.status == .streaming {
+            metrics.resumeStarted(source: relay == nil ? "stored" : "remote")
             let events =
                 relay?.follow(turn, from: offset)
                 ?? StoredTurnFollower(repository: repository, pingInterval: pingInterval).events(of: turn, from: offset)
             return FollowedTurn(threadID: threadID, turnID: turn.id, events: events)
         }
+        metrics.resumeStarted(source: "stored")
         let stored = ReplyBroadcast(finishedWith: turn.reply ?? "", final: Self.finalEvent(of: turn))
         guard let start = stored.resumePoint(offset) else { throw .beyondReply(length: stored.count) }
         return FollowedTurn(threadID: threadID, turnID: turn.id, events: stored.events(from: start))

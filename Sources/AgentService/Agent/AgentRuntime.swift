@@ -17,6 +17,8 @@ final class AgentRuntime: Sendable {
     let supervisor: TurnSupervisor
     /// Renews running turns' leases and sweeps expired ones (a service of `serve`'s group).
     let leaseKeeper: LeaseKeeper
+    /// Resume and stop across instances (a service of `serve`'s group).
+    let relay: TurnRelay
     let metrics: ServiceMetrics
     let agent: Agent
     let logger: Logger
@@ -83,6 +85,13 @@ final class AgentRuntime: Sendable {
         let leaseKeeper = LeaseKeeper(
             supervisor: supervisor, repository: repository, spool: spool, lease: lease, metrics: metrics,
             logger: logger)
+        var listenConfiguration = database.configuration
+        listenConfiguration.conninfo = configuration.databaseListenURL ?? database.configuration.conninfo
+        listenConfiguration.poolSize = 1
+        let relay = try TurnRelay(
+            database: database, listenConfiguration: listenConfiguration, supervisor: supervisor,
+            repository: repository, metrics: metrics, pingInterval: .seconds(configuration.pingIntervalSeconds),
+            logger: logger)
         let agent = Agent(
             repository: repository, claude: claude,
             prompt: PromptBuilder(
@@ -94,11 +103,12 @@ final class AgentRuntime: Sendable {
                 upstreamRetry: RetryPolicy(
                     maxRetries: configuration.claudeMaxRetries, delayScale: configuration.claudeRetryDelayScale),
                 persistRetryFor: .seconds(configuration.persistRetrySeconds)),
-            pingInterval: .seconds(configuration.pingIntervalSeconds))
+            relay: relay, pingInterval: .seconds(configuration.pingIntervalSeconds))
         let (verifier, authClient) = await makeVerifier(configuration: configuration, logger: logger)
         return AgentRuntime(
             configuration: configuration, database: database, repository: repository, claude: claude, stub: stub,
-            supervisor: supervisor, leaseKeeper: leaseKeeper, metrics: metrics, agent: agent, logger: logger,
+            supervisor: supervisor, leaseKeeper: leaseKeeper, relay: relay, metrics: metrics, agent: agent,
+            logger: logger,
             databaseDescription: databaseDescription, verifier: verifier, authClient: authClient)
     }
 
@@ -133,10 +143,12 @@ final class AgentRuntime: Sendable {
 
     private init(
         configuration: ServiceConfiguration, database: Database, repository: ThreadRepository, claude: ClaudeClient,
-        stub: ClaudeStub?, supervisor: TurnSupervisor, leaseKeeper: LeaseKeeper, metrics: ServiceMetrics, agent: Agent,
+        stub: ClaudeStub?, supervisor: TurnSupervisor, leaseKeeper: LeaseKeeper, relay: TurnRelay,
+        metrics: ServiceMetrics, agent: Agent,
         logger: Logger, databaseDescription: String, verifier: TokenVerifier?, authClient: HTTPClient?
     ) {
         self.leaseKeeper = leaseKeeper
+        self.relay = relay
         self.configuration = configuration
         self.database = database
         self.repository = repository

@@ -216,7 +216,10 @@ struct TurnMachine: Sendable {
                 state = .finished
                 return [finish(persisting.ending, result)]
             case .persistFailed(let transient):
-                guard transient else { return [finishUnstored(persisting.ending)] }
+                guard transient else {
+                    state = .finished
+                    return [finishUnstored(persisting.ending)]
+                }
                 let delay = backoff(after: persisting.attempt)
                 guard now + delay < persisting.deadline else {
                     state = .spooling(persisting.ending)

@@ -132,7 +132,8 @@ struct ServeCommand: AsyncParsableCommand {
             logger: logger)
 
         var groupConfiguration = ServiceGroupConfiguration(
-            services: [runtime.supervisor, runtime.leaseKeeper, app], logger: logger)
+            // Stopped in reverse: the HTTP server first, the relay last (turns still running publish to resumers).
+            services: [runtime.relay, runtime.supervisor, runtime.leaseKeeper, app], logger: logger)
         // The grace period is enforced by the supervisor; this is only a backstop against a hung service.
         groupConfiguration.maximumGracefulShutdownDuration = .seconds(configuration.shutdownGraceSeconds + 15)
         let group = ServiceGroup(configuration: groupConfiguration)

@@ -10,6 +10,9 @@ struct ServiceConfiguration: Sendable {
     var port = 8000
     /// `DATABASE_URL`; nil selects the embedded local cluster under `.agent-service/`.
     var databaseURL: String?
+    /// `DATABASE_LISTEN_URL`: the session for `LISTEN` (resume and stop across instances). Default: `DATABASE_URL`.
+    /// Must be a direct or session-mode connection: a transaction-mode pooler never delivers notifications.
+    var databaseListenURL: String?
     var databasePoolSize = 8
     /// `DATABASE_STATEMENT_TIMEOUT_SECONDS`: the longest the service waits for one database round trip (the server
     /// gets nine tenths of it as `statement_timeout`); past it the request gets 503 and the connection is replaced.
@@ -88,6 +91,7 @@ struct ServiceConfiguration: Sendable {
         host = env["HOST"] ?? host
         port = try Self.integer(env, "PORT", default: port, range: 0...65_535)
         databaseURL = env["DATABASE_URL"]
+        databaseListenURL = env["DATABASE_LISTEN_URL"]
         databasePoolSize = try Self.integer(env, "DATABASE_POOL_SIZE", default: databasePoolSize, range: 1...64)
         autoMigrate = try Self.boolean(env, "AUTO_MIGRATE", default: autoMigrate)
         databaseStatementTimeoutSeconds = try Self.integer(

@@ -290,8 +290,10 @@ struct AgentAPI: Sendable {
                 "role": "user", "content": turn.question, "turn_id": turnID, "seq": turn.seq,
                 "created_at": Timestamps.format(turn.startedAt),
             ])
+            // A turn running here shows its text so far (one elsewhere, its last checkpoint).
+            let live = turn.status == .streaming ? agent.supervisor.slot(turn.id)?.reply.text : nil
             var reply: [String: Any] = [
-                "role": "assistant", "content": turn.reply ?? "", "turn_id": turnID, "seq": turn.seq,
+                "role": "assistant", "content": live ?? turn.reply ?? "", "turn_id": turnID, "seq": turn.seq,
                 "status": turn.status.rawValue, "usage": Self.usageObject(turn.usage),
             ]
             if let model = turn.model { reply["model"] = model }

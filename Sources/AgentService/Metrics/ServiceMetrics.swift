@@ -118,6 +118,24 @@ final class ServiceMetrics: Sendable {
         ).increment()
     }
 
+    /// One `NOTIFY` sent to another instance, by kind (request, text, end, ack).
+    func relayNotified(kind: String) {
+        registry.makeCounter(
+            descriptor: Self.name(
+                "relay_notifications", unit: "total",
+                help: "NOTIFY messages sent to other instances (resume and stop), by kind."),
+            labels: [("kind", Self.boundedLabel(kind))]
+        ).increment()
+    }
+
+    /// Streams being followed right now, by where the turn runs (here, another instance, stored).
+    func resumeStarted(source: String) {
+        registry.makeCounter(
+            descriptor: Self.name("resumes", unit: "total", help: "Resumed streams, by where the reply came from."),
+            labels: [("source", Self.boundedLabel(source))]
+        ).increment()
+    }
+
     func sweptTurns(_ count: Int) {
         registry.makeCounter(
             descriptor: Self.name(

@@ -12,7 +12,8 @@ import Synchronization
 /// let result = try await database.withConnection { try $0.query("SELECT \(42)::int") }
 /// ```
 public final class Database: Sendable {
-    let configuration: DatabaseConfiguration
+    /// The configuration the pool was made with.
+    public let configuration: DatabaseConfiguration
     let logger: Logger
     let counters = DatabaseCounters()
     private let workers: [ConnectionWorker]
