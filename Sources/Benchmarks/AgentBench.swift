@@ -6,6 +6,9 @@ struct AgentBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent-bench",
         abstract: "Benchmarks of agent-service and its modules; each prints figures.",
-        subcommands: [ServiceBenchmark.self, ClaudeBenchmark.self, StoreBenchmark.self, AuthBenchmark.self, FloodBenchmark.self, StubCommand.self]
+        subcommands: [
+            ServiceBenchmark.self, ClaudeBenchmark.self, StoreBenchmark.self, AuthBenchmark.self, FloodBenchmark.self, ResumeBenchmark.self,
+            StubCommand.self,
+        ]
     )
 }

@@ -20,6 +20,9 @@ final class TurnRelay: Service, Sendable {
     static let requestChannel = "agent_service_turns"
     static let instancePrefix = "agent_service_i_"
 
+    /// The least time between two text messages to one follower (a fast stream is batched, not one NOTIFY a delta).
+    static let batchInterval = Duration.milliseconds(50)
+
     /// At most this many remote followers per turn (a hostile flood of requests cannot make an owner send without end).
     static let maximumFollowersPerTurn = 64
 
@@ -196,6 +199,8 @@ final class TurnRelay: Service, Sendable {
                         await self.send(piece, to: to, kind: "text")
                     }
                     offset = end
+                    // Live text goes out at most every `batchInterval`: what arrives meanwhile is one NOTIFY.
+                    do { try await Task.sleep(for: Self.batchInterval) } catch { return }
                 case .ping?:
                     continue
                 case .final(let event)?:

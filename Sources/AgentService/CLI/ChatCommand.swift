@@ -14,8 +14,10 @@ struct ChatCommand: AsyncParsableCommand {
         abstract: "Chat with the agent in the terminal; every turn is stored exactly as over HTTP.",
         discussion: """
             Type a message and press Enter; the reply streams as it arrives. Commands: /new starts a new thread, \
-            /history prints this thread, /quit (or end of input) leaves. Ctrl-C during a reply stops printing it, \
-            but the reply is still read to the end and stored. With standard input not a terminal, each line is one \
+            /history prints this thread, /quit (or end of input) leaves. /stop (typed while a reply streams) stops \
+            the reply: what arrived is stored as cancelled and stays in the conversation. Ctrl-C during a reply \
+            stops printing it, but the reply is still read to the end and stored. With standard input not a \
+            terminal, each line is one \
             question, so a conversation can be scripted: printf 'hi\\nand then?\\n' | agent-service chat --user ...
             """
     )
@@ -66,9 +68,17 @@ struct ChatCommand: AsyncParsableCommand {
             CLI.write(
                 style.dim(
                     "Chatting as \(user.uuidString.lowercased()) in thread \(threadID) (\(runtime.configuration.usesOfflineStub ? "offline stub" : runtime.configuration.model)). "
-                        + "/new, /history, /quit; Ctrl-C stops a reply (it is still saved).") + "\n")
+                        + "/new, /history, /quit; /stop stops a reply (what arrived is kept); Ctrl-C only stops printing it.") + "\n")
         }
-        var lines = Self.standardInputLines().makeAsyncIterator()
+        // While a reply streams, "/stop" is taken by the input reader itself: the reply is stopped at once.
+        let streaming = Mutex<String?>(nil)
+        var lines = Self.standardInputLines { line in
+            guard line.trimmingCharacters(in: .whitespaces) == "/stop", let thread = streaming.withLock({ $0 }) else {
+                return false
+            }
+            Task { _ = try? await runtime.agent.stop(userID: user, threadID: thread) }
+            return true
+        }.makeAsyncIterator()
         while true {
             if interactive { CLI.write(style.user("you> ")) }
             guard let line = await lines.next() else { break }
@@ -78,6 +88,9 @@ struct ChatCommand: AsyncParsableCommand {
             case "/quit", "/exit":
                 await runtime.shutdown()
                 return
+            case "/stop":
+                CLI.write(style.dim("No reply is streaming.") + "\n")
+                continue
             case "/new":
                 threadID = Self.newThreadID()
                 CLI.write(style.dim("New thread \(threadID)") + "\n")
@@ -107,7 +120,9 @@ struct ChatCommand: AsyncParsableCommand {
                     if Task.isCancelled { break }
                     switch event {
                     case .chunk(let text, _): CLI.write(TerminalText.safe(text))
-                    case .ping, .done: continue
+                    case .ping: continue
+                    case .done(let outcome):
+                        if outcome.stopReason == "cancelled" { CLI.write(style.dim(" [stopped]")) }
                     case .failed(let failure): CLI.write("\n" + style.warning("[\(failure.type): \(failure.message)]"))
                     }
                 }
@@ -115,7 +130,9 @@ struct ChatCommand: AsyncParsableCommand {
                 CLI.write("\n")
             }
             printer.withLock { $0 = task }
+            streaming.withLock { $0 = threadID }
             await task.value
+            streaming.withLock { $0 = nil }
             printer.withLock { $0 = nil }
         }
         await runtime.shutdown()
@@ -137,11 +154,14 @@ struct ChatCommand: AsyncParsableCommand {
         }
     }
 
-    /// Lines of standard input, read on a thread of their own (reading blocks).
-    static func standardInputLines() -> AsyncStream<String> {
+    /// Lines of standard input, read on a thread of their own (reading blocks); a line `intercept` takes is not
+    /// passed on.
+    static func standardInputLines(intercept: @escaping @Sendable (String) -> Bool) -> AsyncStream<String> {
         let (stream, continuation) = AsyncStream<String>.makeStream()
         Thread {
-            while let line = readLine(strippingNewline: true) { continuation.yield(line) }
+            while let line = readLine(strippingNewline: true) {
+                if !intercept(line) { continuation.yield(line) }
+            }
             continuation.finish()
         }.start()
         return stream

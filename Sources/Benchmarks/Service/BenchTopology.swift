@@ -23,19 +23,31 @@ struct BenchTopology {
             throw error
         }
         do {
-            let service = try ChildProcess.start(
-                executable: binary, arguments: ["serve"],
-                environment: [
-                    "DATABASE_URL": database.conninfo, "ANTHROPIC_API_KEY": "bench",
-                    "ANTHROPIC_BASE_URL": "http://127.0.0.1:\(stub.port)", "PORT": "0", "LOG_LEVEL": "notice",
-                ].merging(environment) { $1 },
-                readyPattern: #"listening on http://[^:]+:(\d+)"#)
+            let service = try startService(
+                binary: binary, database: database, stub: stub, environment: environment)
             return BenchTopology(database: database, stub: stub, service: service)
         } catch {
             stub.terminate()
             database.stop()
             throw error
         }
+    }
+
+    private static func startService(
+        binary: String, database: BenchDatabase, stub: ChildProcess, environment: [String: String]
+    ) throws -> ChildProcess {
+        try ChildProcess.start(
+            executable: binary, arguments: ["serve"],
+            environment: [
+                "DATABASE_URL": database.conninfo, "ANTHROPIC_API_KEY": "bench",
+                "ANTHROPIC_BASE_URL": "http://127.0.0.1:\(stub.port)", "PORT": "0", "LOG_LEVEL": "notice",
+            ].merging(environment) { $1 },
+            readyPattern: #"listening on http://[^:]+:(\d+)"#)
+    }
+
+    /// One more `serve` on the same database and stub (another instance); the caller terminates it.
+    func startAnotherService(binary: String, environment: [String: String] = [:]) throws -> ChildProcess {
+        try Self.startService(binary: binary, database: database, stub: stub, environment: environment)
     }
 
     func stop() {
