@@ -127,14 +127,18 @@ struct AgentAPI: Sendable {
     private func queryStream(_ request: Request, context: BasicRequestContext) async throws -> Response {
         var request = request
         let handle = try await startTurn(&request, context: context)
+        let supervisor = agent.supervisor
+        let turnID = handle.turnID
         return Self.eventStream(
-            threadID: handle.threadID, turnID: handle.turnID, events: handle.events, logger: context.logger)
+            threadID: handle.threadID, turnID: handle.turnID, events: handle.events, logger: context.logger,
+            onDisconnect: { supervisor.post(.clientGone, to: turnID) })
     }
 
     /// An SSE response relaying `events` until the final frame. A client that goes away only stops listening: the
     /// turn goes on under the supervisor, is persisted, and can be resumed.
     static func eventStream(
-        threadID: String, turnID: UUID, events: AsyncStream<TurnEvent>, logger: Logger
+        threadID: String, turnID: UUID, events: AsyncStream<TurnEvent>, logger: Logger,
+        onDisconnect: (@Sendable () -> Void)? = nil
     ) -> Response {
         let turnKey = turnID.uuidString.lowercased()
         let headers: HTTPFields = [
@@ -154,6 +158,7 @@ struct AgentAPI: Sendable {
                             ServerSentEvents.frame(for: event, threadID: threadID, turnID: turnID, turnKey: turnKey))
                     } catch {
                         logger.debug("client disconnected mid-stream; the turn continues")
+                        onDisconnect?()
                         throw error
                     }
                     switch event {

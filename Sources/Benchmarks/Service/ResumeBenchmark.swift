@@ -93,6 +93,32 @@ struct ResumeBenchmark: AsyncParsableCommand {
                     extraTrips, Double(spent.roundTrips) / Double(rounds), Double(quiet.roundTrips) / Double(rounds),
                     spent.notificationsPerTurn(rounds)))
         }
+        for (mode, port) in [("same instance", a), ("other instance", b)] {
+            var latencies: [Double] = []
+            var stopped = 0
+            for round in 0..<rounds {
+                let thread = "stop-\(port)-\(round)"
+                let (third, signal) = AsyncStream<Void>.makeStream()
+                let body = try Self.body(user: user, thread: thread)
+                let stream = Task {
+                    try await RawStream.post(port: a, body: body, dropAfterChunks: nil) { count in
+                        if count == 3 { signal.yield() }
+                    }
+                }
+                for await _ in third { break }
+                let sent = DispatchTime.now().uptimeNanoseconds
+                try await RawStream.plain(port: port, method: "POST", path: "/threads/\(thread)/cancel?user_id=\(user)")
+                let result = try await stream.value
+                if let ended = result.endedAt { latencies.append(Double(Int64(ended) - Int64(sent)) / 1e6) }
+                if result.stopReason == "cancelled" { stopped += 1 }
+            }
+            let sorted = latencies.sorted()
+            func percentile(_ p: Double) -> Double { sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+            report.append(
+                String(
+                    format: "stop from the %@: cancel sent → done on the stream p50 %.2f ms, p90 %.2f ms, max %.2f ms; cancelled %d/%d",
+                    mode, percentile(0.5), percentile(0.9), sorted.last ?? .nan, stopped, rounds))
+        }
         print("# agent-bench resume: \(rounds) turns per mode, 60 deltas 20 ms apart, dropped after \(chunks) chunks, resumed \(gapMs) ms later")
         print(
             String(
@@ -165,28 +191,46 @@ enum RawStream {
         var done = false
         /// Nanoseconds from the start of the connect to the first complete chunk frame.
         var firstChunkAfter: UInt64?
+        /// When the final frame arrived (monotonic nanoseconds).
+        var endedAt: UInt64?
+        var stopReason: String?
     }
 
-    static func post(port: Int, body: [UInt8], dropAfterChunks: Int?) async throws -> Result {
+    static func post(
+        port: Int, body: [UInt8], dropAfterChunks: Int?, onChunk: @escaping @Sendable (Int) -> Void = { _ in }
+    ) async throws -> Result {
         let head =
             "POST /query_stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             + "Accept: text/event-stream\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
-        return try await run(port: port, request: Array(head.utf8) + body, stopAfterChunks: dropAfterChunks)
+        return try await run(
+            port: port, request: Array(head.utf8) + body, stopAfterChunks: dropAfterChunks, onChunk: onChunk)
+    }
+
+    /// A request without a body whose whole response is read (e.g. `POST /threads/{id}/cancel`); returns when it ends.
+    static func plain(port: Int, method: String, path: String) async throws {
+        let head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        _ = try await run(port: port, request: Array(head.utf8), stopAfterChunks: nil, onChunk: { _ in })
     }
 
     static func get(port: Int, path: String, lastEventID: String?) async throws -> Result {
         var head = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nConnection: close\r\n"
         if let lastEventID { head += "Last-Event-ID: \(lastEventID)\r\n" }
-        return try await run(port: port, request: Array((head + "\r\n").utf8), stopAfterChunks: nil)
+        return try await run(port: port, request: Array((head + "\r\n").utf8), stopAfterChunks: nil, onChunk: { _ in })
     }
 
-    private static func run(port: Int, request: [UInt8], stopAfterChunks: Int?) async throws -> Result {
+    private static func run(
+        port: Int, request: [UInt8], stopAfterChunks: Int?, onChunk: @escaping @Sendable (Int) -> Void
+    ) async throws -> Result {
         try await withCheckedThrowingContinuation { continuation in
-            Thread { continuation.resume(with: Swift.Result { try blocking(port, request, stopAfterChunks) }) }.start()
+            Thread {
+                continuation.resume(with: Swift.Result { try blocking(port, request, stopAfterChunks, onChunk) })
+            }.start()
         }
     }
 
-    private static func blocking(_ port: Int, _ request: [UInt8], _ stopAfterChunks: Int?) throws -> Result {
+    private static func blocking(
+        _ port: Int, _ request: [UInt8], _ stopAfterChunks: Int?, _ onChunk: (Int) -> Void
+    ) throws -> Result {
         let start = DispatchTime.now().uptimeNanoseconds
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
@@ -222,8 +266,13 @@ enum RawStream {
                         result.text += chunk
                         chunks += 1
                         if result.firstChunkAfter == nil { result.firstChunkAfter = DispatchTime.now().uptimeNanoseconds - start }
+                        onChunk(chunks)
                     } else if object["done"] as? Bool == true {
                         result.done = true
+                        result.endedAt = DispatchTime.now().uptimeNanoseconds
+                        result.stopReason = object["stop_reason"] as? String
+                    } else if object["error"] != nil {
+                        result.endedAt = DispatchTime.now().uptimeNanoseconds
                     }
                 }
                 if let stopAfterChunks, chunks >= stopAfterChunks { return result }
