@@ -15,7 +15,7 @@ struct BenchTopology {
         let database = try await BenchDatabase.start(settings: postgresSettings)
         let stub: ChildProcess
         do {
-            stub = try ChildProcess.start(
+            stub = try await ChildProcess.start(
                 executable: benchBinary, arguments: ["stub"] + stubArguments, environment: [:],
                 readyPattern: #"stub listening on (\d+)"#)
         } catch {
@@ -23,7 +23,7 @@ struct BenchTopology {
             throw error
         }
         do {
-            let service = try ChildProcess.start(
+            let service = try await ChildProcess.start(
                 executable: binary, arguments: ["serve"],
                 environment: [
                     "DATABASE_URL": database.conninfo, "ANTHROPIC_API_KEY": "bench",
