@@ -21,44 +21,34 @@ struct CommandRun {
     static func run(_ arguments: [String], environment: [String: String], stdin: String? = nil) async throws
         -> CommandRun
     {
-        let process = Process()
-        process.executableURL = ServiceProcess.binary
-        process.arguments = arguments
-        process.environment = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"]
-            .merging(environment) { $1 }
-        process.currentDirectoryURL = FileManager.default.temporaryDirectory
-        let out = Pipe()
-        let err = Pipe()
-        let input = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = input
         let started = ContinuousClock.now
-        try process.run()
-        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-        try input.fileHandleForWriting.close()
-        let outHandle = out.fileHandleForReading
-        let errHandle = err.fileHandleForReading
-        return try await withCheckedThrowingContinuation { continuation in
+        let process = try SpawnedProcess(
+            executable: ServiceProcess.binary.path, arguments: arguments,
+            environment: ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"]
+                .merging(environment) { $1 },
+            currentDirectory: FileManager.default.temporaryDirectory.path,
+            standardInput: .bytes(Array((stdin ?? "").utf8)), standardOutput: .pipe, standardError: .pipe)
+        return await withCheckedContinuation { continuation in
             Thread {
                 var pieces: [(ContinuousClock.Instant, String)] = []
                 let errorText = Mutex("")
-                let errThread = Thread {
-                    let data = errHandle.readDataToEndOfFile()
+                let errorRead = DispatchSemaphore(value: 0)
+                Thread {
+                    let data = process.readAll(.standardError)
                     errorText.withLock { $0 = String(decoding: data, as: UTF8.self) }
-                }
-                errThread.start()
+                    errorRead.signal()
+                }.start()
                 while true {
-                    let data = outHandle.availableData
+                    let data = process.read(.standardOutput)
                     if data.isEmpty { break }
                     pieces.append((.now, String(decoding: data, as: UTF8.self)))
                 }
-                process.waitUntilExit()
+                let status = process.waitUntilExit()
                 let ended = ContinuousClock.now
-                while errThread.isExecuting { usleep(1_000) }
+                errorRead.wait()
                 continuation.resume(
                     returning: CommandRun(
-                        status: process.terminationStatus, stdout: pieces.map(\.1).joined(),
+                        status: status, stdout: pieces.map(\.1).joined(),
                         stderr: errorText.withLock { $0 }, pieces: pieces, started: started, ended: ended))
             }.start()
         }

@@ -19,7 +19,10 @@ struct StreamingChatTests {
             #expect(stream.headers["cache-control"]?.contains("no-cache") == true)
             #expect(stream.headers["x-accel-buffering"] == "no")
             let chunks = events.filter { $0.chunk != nil }
-            #expect(chunks.count == 8)
+            // Eight deltas, eight frames; a machine stalled for a whole pacing interval may deliver two as one (a
+            // listener that falls behind gets what it missed in one frame), a buffering service would send one or two.
+            #expect((6...8).contains(chunks.count))
+            #expect((events.last?.json["usage"] as? [String: Any])?["output_tokens"] as? Int == 8)
             let arrivals = chunks.map(\.arrival)
             // Paced 300 ms apart at the stub: the client sees them spread over ~2.1 s, not bunched at the end.
             let spread = arrivals.last! - arrivals.first!
@@ -29,7 +32,7 @@ struct StreamingChatTests {
             // its successor, shortening one or two gaps; a service that buffered would shorten nearly all of them.
             let gaps = zip(arrivals.dropFirst(), arrivals).map { $0 - $1 }
             let paced = gaps.filter { $0 > .milliseconds(150) }.count
-            #expect(paced >= 5, "chunks arrived in bunches (gaps \(gaps))")
+            #expect(paced >= chunks.count - 3, "chunks arrived in bunches (gaps \(gaps))")
             #expect(events.last?.isDone == true)
         }
     }

@@ -87,17 +87,11 @@ func temporaryMigrationsFolder() throws -> URL {
         let codes = try await withThrowingTaskGroup(of: Int32.self) { group in
             for _ in 0..<4 {
                 group.addTask {
-                    let process = Process()
-                    process.executableURL = binary
-                    process.arguments = ["migrate"]
-                    process.currentDirectoryURL = workdir
-                    process.environment = ["DATABASE_URL": conninfo, "PATH": "/usr/bin:/bin"]
-                    process.standardOutput = FileHandle.nullDevice
-                    process.standardError = FileHandle.nullDevice
-                    return try await withCheckedThrowingContinuation { continuation in
-                        process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
-                        do { try process.run() } catch { continuation.resume(throwing: error) }
-                    }
+                    let process = try SpawnedProcess(
+                        executable: binary.path, arguments: ["migrate"],
+                        environment: ["DATABASE_URL": conninfo, "PATH": "/usr/bin:/bin"],
+                        currentDirectory: workdir.path)
+                    return try await process.waitForExit()
                 }
             }
             var all: [Int32] = []

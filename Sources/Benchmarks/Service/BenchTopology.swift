@@ -15,7 +15,7 @@ struct BenchTopology {
         let database = try await BenchDatabase.start(settings: postgresSettings)
         let stub: ChildProcess
         do {
-            stub = try ChildProcess.start(
+            stub = try await ChildProcess.start(
                 executable: benchBinary, arguments: ["stub"] + stubArguments, environment: [:],
                 readyPattern: #"stub listening on (\d+)"#)
         } catch {
@@ -23,7 +23,7 @@ struct BenchTopology {
             throw error
         }
         do {
-            let service = try startService(
+            let service = try await startService(
                 binary: binary, database: database, stub: stub, environment: environment)
             return BenchTopology(database: database, stub: stub, service: service)
         } catch {
@@ -35,8 +35,8 @@ struct BenchTopology {
 
     private static func startService(
         binary: String, database: BenchDatabase, stub: ChildProcess, environment: [String: String]
-    ) throws -> ChildProcess {
-        try ChildProcess.start(
+    ) async throws -> ChildProcess {
+        try await ChildProcess.start(
             executable: binary, arguments: ["serve"],
             environment: [
                 "DATABASE_URL": database.conninfo, "ANTHROPIC_API_KEY": "bench",
@@ -46,8 +46,8 @@ struct BenchTopology {
     }
 
     /// One more `serve` on the same database and stub (another instance); the caller terminates it.
-    func startAnotherService(binary: String, environment: [String: String] = [:]) throws -> ChildProcess {
-        try Self.startService(binary: binary, database: database, stub: stub, environment: environment)
+    func startAnotherService(binary: String, environment: [String: String] = [:]) async throws -> ChildProcess {
+        try await Self.startService(binary: binary, database: database, stub: stub, environment: environment)
     }
 
     func stop() {

@@ -137,8 +137,14 @@ final class SSEStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func handle(event: ArraySlice<UInt8>, arrival: UInt64) {
-        guard event.starts(with: Array("data: ".utf8)) else { return }  // `: ping` comments
-        let json = Data(event.dropFirst(6))
+        // A chunk frame is `id: <turn>:<offset>` then `data: {...}`; `: ping` comments have no data line.
+        let data = Array("data: ".utf8)
+        var line = event[...]
+        while !line.starts(with: data) {
+            guard let newline = line.firstIndex(of: 0x0A) else { return }
+            line = line[(newline + 1)...]
+        }
+        let json = Data(line.dropFirst(6))
         guard let object = try? JSONSerialization.jsonObject(with: json) as? [String: Any] else {
             result.error = "unparseable event"
             return

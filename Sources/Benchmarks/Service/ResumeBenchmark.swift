@@ -39,7 +39,7 @@ struct ResumeBenchmark: AsyncParsableCommand {
             stubArguments: ["--deltas", "60", "--interval-ms", "20", "--first-ms", "20"])
         let other: ChildProcess
         do {
-            other = try topology.startAnotherService(binary: binary)
+            other = try await topology.startAnotherService(binary: binary)
         } catch {
             topology.stop()
             throw error
