@@ -19,7 +19,8 @@ struct AgentAPI: Sendable {
         (["query_stream"], ["POST", "OPTIONS"]), (["query"], ["POST", "OPTIONS"]), (["chat"], ["POST", "OPTIONS"]),
         (["threads"], ["GET", "OPTIONS"]), (["threads", "*"], ["DELETE", "OPTIONS"]),
         (["threads", "*", "messages"], ["GET", "OPTIONS"]), (["threads", "*", "stream"], ["GET", "OPTIONS"]),
-        (["threads", "*", "cancel"], ["POST", "OPTIONS"]), (["health"], ["GET", "HEAD"]), (["metrics"], ["GET"]),
+        (["threads", "*", "cancel"], ["POST", "OPTIONS"]), (["api", "chat"], ["POST", "OPTIONS"]),
+        (["api", "chat", "*", "stream"], ["GET", "OPTIONS"]), (["health"], ["GET", "HEAD"]), (["metrics"], ["GET"]),
     ]
 
     func buildRouter() -> Router<BasicRequestContext> {
@@ -38,6 +39,10 @@ struct AgentAPI: Sendable {
         }
         router.get("threads/:thread_id/stream") { request, context in try await self.resume(request, context: context) }
         router.post("threads/:thread_id/cancel") { request, context in try await self.cancel(request, context: context) }
+        router.post("api/chat") { request, context in try await self.aiChat(request, context: context) }
+        router.get("api/chat/:thread_id/stream") { request, context in
+            try await self.aiChatResume(request, context: context)
+        }
         router.get("health") { request, context in await self.health() }
         router.get("metrics") { request, _ in
             if let token = self.configuration.metricsToken {
@@ -319,6 +324,87 @@ struct AgentAPI: Sendable {
             throw APIError.threadNotFound
         }
         return JSONResponse.make(object: ["deleted": true, "thread_id": threadID])
+    }
+
+    // MARK: The AI SDK's UI Message Stream
+
+    /// `POST /api/chat`: `useChat`'s request; the same turn as `/query_stream`, encoded as a UI Message Stream.
+    private func aiChat(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let arrival = ContinuousClock.now
+        let identity = try await authenticator.identify(request)
+        let body = try await Self.readBody(
+            request, limit: configuration.maxBodyBytes, within: .seconds(configuration.requestReadTimeoutSeconds))
+        let chat = try ChatRequest.parse(
+            body: body, headers: request.headers, limits: .init(maxQuestionLength: configuration.maxQuestionLength))
+        let user = try identity.user(claimed: chat.claimedUserID)
+        let key = try QueryRequest.idempotencyKey(request.headers[.idempotencyKey])
+        let handle: TurnHandle
+        do {
+            // regenerate-message asks the same question again as a new turn; the earlier reply stays in the thread.
+            handle = try await agent.startTurn(
+                TurnInput(
+                    userID: user, threadID: chat.threadID, question: chat.question, timeZone: chat.timeZone,
+                    idempotencyKey: key))
+        } catch {
+            throw Self.apiError(error)
+        }
+        metrics.admitted(after: .now - arrival)
+        let supervisor = agent.supervisor
+        let turnID = handle.turnID
+        return Self.uiMessageStream(
+            threadID: handle.threadID, turnID: handle.turnID, events: handle.events,
+            onDisconnect: { supervisor.post(.clientGone, to: turnID) })
+    }
+
+    /// `GET /api/chat/{id}/stream`: what `useChat({resume: true})` calls on load; the running reply from its start,
+    /// 204 when none runs.
+    private func aiChatResume(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let user = try await userID(request)
+        let threadID = try threadIDParameter(context)
+        let followed: FollowedTurn?
+        do {
+            followed = try await agent.follow(userID: user, threadID: threadID, from: nil)
+        } catch FollowError.threadNotFound {
+            // A chat the client made up but never sent: nothing to resume.
+            return Response(status: .noContent)
+        } catch {
+            throw Self.apiError(error)
+        }
+        guard let followed else { return Response(status: .noContent) }
+        return Self.uiMessageStream(threadID: followed.threadID, turnID: followed.turnID, events: followed.events)
+    }
+
+    static func uiMessageStream(
+        threadID: String, turnID: UUID, events: AsyncStream<TurnEvent>, onDisconnect: (@Sendable () -> Void)? = nil
+    ) -> Response {
+        var headers: HTTPFields = [
+            .contentType: "text/event-stream; charset=utf-8",
+            .cacheControl: "no-cache, no-store",
+            .xContentTypeOptions: "nosniff",
+            .xAccelBuffering: "no",
+            .xThreadID: threadID,
+            .xTurnID: turnID.uuidString.lowercased(),
+        ]
+        headers[HTTPField.Name(UIMessageStream.headerName)!] = "v1"
+        return Response(
+            status: .ok, headers: headers,
+            body: ResponseBody { writer in
+                do {
+                    try await writer.write(UIMessageStream.prelude(threadID: threadID, turnID: turnID))
+                    for await event in events {
+                        try await writer.write(UIMessageStream.frames(for: event))
+                        switch event {
+                        case .done, .failed: break
+                        case .chunk, .ping: continue
+                        }
+                        break
+                    }
+                } catch {
+                    onDisconnect?()
+                    throw error
+                }
+                try await writer.finish(nil)
+            })
     }
 
     // MARK: Resume and stop

@@ -19,6 +19,18 @@ struct QueryRequest: Sendable {
     }
 
     static func parse(body: ByteBuffer, headers: HTTPFields, limits: Limits) throws(APIError) -> QueryRequest {
+        let object = try jsonObject(body: body, headers: headers)
+        let question = try Self.question(object["question"], limits: limits)
+        let claimedUserID = try Self.claimedUserID(object["user_id"])
+        let timeZone = try Self.timeZone(object["user_timezone"])
+        let threadID = try Self.threadID(object["thread_id"])
+        let key = try Self.idempotencyKey(headers[.idempotencyKey])
+        return QueryRequest(
+            question: question, claimedUserID: claimedUserID, timeZone: timeZone, threadID: threadID, idempotencyKey: key)
+    }
+
+    /// The body as a JSON object: `application/json` (or `+json`), valid UTF-8, no key given twice.
+    static func jsonObject(body: ByteBuffer, headers: HTTPFields) throws(APIError) -> [String: Any] {
         // Only JSON: a text/plain or form POST is what a browser sends cross-site without a preflight.
         guard let contentType = headers[.contentType] else { throw .unsupportedMediaType(nil) }
         let media =
@@ -40,14 +52,7 @@ struct QueryRequest: Sendable {
         if let key = JSONDuplicateKeys.first(in: bytes) {
             throw .invalid(String(key.prefix(64)), "appears more than once in the JSON body; send each field once")
         }
-
-        let question = try Self.question(object["question"], limits: limits)
-        let claimedUserID = try Self.claimedUserID(object["user_id"])
-        let timeZone = try Self.timeZone(object["user_timezone"])
-        let threadID = try Self.threadID(object["thread_id"])
-        let key = try Self.idempotencyKey(headers[.idempotencyKey])
-        return QueryRequest(
-            question: question, claimedUserID: claimedUserID, timeZone: timeZone, threadID: threadID, idempotencyKey: key)
+        return object
     }
 
     static func question(_ value: Any?, limits: Limits) throws(APIError) -> String {
