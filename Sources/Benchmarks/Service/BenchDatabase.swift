@@ -2,6 +2,10 @@ import Foundation
 import Logging
 import ThreadStore
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The Postgres a benchmark runs against: `DATABASE_URL` when set, else a throwaway cluster under /tmp (stock
 /// settings: fsync and synchronous commit on, as in production).
 struct BenchDatabase {
@@ -26,6 +30,30 @@ struct BenchDatabase {
             conninfo: conninfo,
             database: Database(configuration: .init(conninfo: conninfo, poolSize: 4), logger: logger),
             embedded: postgres)
+    }
+
+    /// CPU seconds used so far by the throwaway cluster: its postmaster and every process it started (backends,
+    /// WAL writer, checkpointer…), from /proc. Nil for a given DATABASE_URL (its processes may not be ours to read).
+    func cpuSeconds() -> Double? {
+        guard let embedded,
+            let pidFile = try? String(
+                contentsOf: embedded.directory.appendingPathComponent("data/postmaster.pid"), encoding: .utf8),
+            let postmaster = pidFile.split(separator: "\n").first.flatMap({ Int32($0) })
+        else { return nil }
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        var total = 0.0
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(name), let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { continue }
+            // Fields after "(comm)": state ppid … utime (14th field overall) stime (15th).
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 12, let ppid = Int32(fields[1]), pid == postmaster || ppid == postmaster,
+                let utime = Double(fields[11]), let stime = Double(fields[12])
+            else { continue }
+            total += (utime + stime) / ticks
+        }
+        return total
     }
 
     /// Stops and removes a throwaway cluster (a given DATABASE_URL is left alone).

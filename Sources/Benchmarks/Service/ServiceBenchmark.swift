@@ -37,6 +37,9 @@ struct ServiceBenchmark: AsyncParsableCommand {
     @Option(help: "New streams opened per second while ramping up a level.")
     var rampPerSecond = 4_000
 
+    @Flag(help: "Open all of a level's streams at once (a burst), instead of ramping at --ramp-per-second.")
+    var burst = false
+
     @Option(help: "The agent-service binary (build it with `swift build -c release`).")
     var binary = ".build/release/agent-service"
 
@@ -55,7 +58,7 @@ struct ServiceBenchmark: AsyncParsableCommand {
         let largest = wanted.max() ?? 1
         let limit = raiseFileDescriptorLimit(to: rlim_t(max(65_536, largest * 4 + 1_000)))
         print(
-            "# agent-bench service: levels \(wanted), \(turnsPerThread) turn(s)/thread, \(deltas) deltas × \(intervalMs) ms, first delta after \(firstMs) ms"
+            "# agent-bench service: levels \(wanted)\(burst ? " (each opened at once)" : ""), \(turnsPerThread) turn(s)/thread, \(deltas) deltas × \(intervalMs) ms, first delta after \(firstMs) ms"
         )
         print(
             "# machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB; open-file limit raised to \(limit)"
@@ -92,6 +95,7 @@ struct ServiceBenchmark: AsyncParsableCommand {
         for level in wanted {
             let before = try await Metrics.scrape(port: service.port)
             let cpuBefore = serviceStats.cpuSeconds()
+            let postgresBefore = database.cpuSeconds()
             let otherBefore = (stub: stubStats.cpuSeconds(), client: selfStats.cpuSeconds())
             serviceStats.resetPeak()
             let started = LoadClient.now()
@@ -101,6 +105,7 @@ struct ServiceBenchmark: AsyncParsableCommand {
             let stubCPU = stubStats.cpuSeconds() - otherBefore.stub
             let clientCPU = selfStats.cpuSeconds() - otherBefore.client
             let after = try await Metrics.scrape(port: service.port)
+            let postgresCPU = database.cpuSeconds().flatMap { now in postgresBefore.map { now - $0 } }
             let report = try await LevelReport(
                 level: level, results: results, elapsed: elapsed, serviceCPU: cpu,
                 peakRSS: serviceStats.peakRSS(), roundTrips: after.roundTrips - before.roundTrips,
@@ -113,6 +118,9 @@ struct ServiceBenchmark: AsyncParsableCommand {
                             "; peak concurrent streams %d; CPU over the level: service %.1f s, stub %.1f s, load client %.1f s, wall %.1f s",
                         Self.peakConcurrency(results), cpu, stubCPU, clientCPU, elapsed)
                     + "; inside the service, admission (parse + begin-turn) p50 \(after.admissionPercentile(50, since: before)), p99 \(after.admissionPercentile(99, since: before))"
+                    + (postgresCPU.map {
+                        String(format: "; Postgres CPU %.2f ms per turn (all its processes)", $0 * 1_000 / Double(max(1, results.count)))
+                    } ?? "")
             )
             if !report.errors.isEmpty { print("#   errors at \(level): \(report.errors)") }
         }
@@ -143,7 +151,7 @@ struct ServiceBenchmark: AsyncParsableCommand {
     /// Runs `level` concurrent conversations of `turnsPerThread` turns and returns every stream's result.
     private func runLevel(_ level: Int, group: MultiThreadedEventLoopGroup, port: Int) async throws -> [StreamResult] {
         // Open streams in batches every 10 ms (a sleep per stream would be limited by timer granularity).
-        let batch = max(1, rampPerSecond / 100)
+        let batch = burst ? level : max(1, rampPerSecond / 100)
         return try await withThrowingTaskGroup(of: [StreamResult].self) { tasks in
             for index in 0..<level {
                 let user = UUID().uuidString.lowercased()
