@@ -124,12 +124,13 @@ final class TurnRelay: Service, Sendable {
         for await event in listener.events {
             switch event {
             case .listening:
-                let (first, followers) = state.withLock { state in
-                    defer { state.listening = true }
-                    return (!state.listening, Array(state.followers.values))
+                let followers = state.withLock { state in
+                    state.listening = true
+                    return Array(state.followers.values)
                 }
-                // After a reconnect anything may have been missed: every follower asks again from where it is.
-                if !first { for follower in followers { follower.yield(.relisten) } }
+                // Anything sent while nobody listened (before the first connect, during a reconnect) was lost: every
+                // follower asks again from where it is.
+                for follower in followers { follower.yield(.relisten) }
             case .notification(let channel, let payload, _):
                 guard let message = RelayMessage.parse(payload) else { continue }
                 if channel == instanceChannel {
@@ -257,6 +258,8 @@ final class TurnRelay: Service, Sendable {
         var lastPoll = clock.now
         var heardOwner = false
         var finishedRow: (turn: Turn, seen: ContinuousClock.Instant)?
+        /// Set after asking again for a gap, so that the rest of the old answer in flight does not ask again each time.
+        var resending = false
 
         /// Sends what the row holds past `offset`, then its ending.
         func finish(from row: Turn) {
@@ -284,6 +287,7 @@ final class TurnRelay: Service, Sendable {
                         kind: "request")
                     break loop
                 case .relisten:
+                    resending = true
                     var again = request
                     again.from = offset
                     await send(again, to: Self.requestChannel, kind: "request")
@@ -292,11 +296,15 @@ final class TurnRelay: Service, Sendable {
                     if let at = message.at, let text = message.text {
                         let bytes = Array(text.utf8)
                         if at > offset {
-                            // A message was lost: ask again from where we are.
-                            var again = request
-                            again.from = offset
-                            await send(again, to: Self.requestChannel, kind: "request")
+                            // A message was lost: ask again from where we are (once, until the resend arrives).
+                            if !resending {
+                                resending = true
+                                var again = request
+                                again.from = offset
+                                await send(again, to: Self.requestChannel, kind: "request")
+                            }
                         } else if at + bytes.count > offset {
+                            resending = false
                             let piece = String(decoding: bytes[(offset - at)...], as: UTF8.self)
                             offset = at + bytes.count
                             output.yield(.chunk(piece, end: offset))
