@@ -62,6 +62,7 @@ struct StoreBenchmark: AsyncParsableCommand {
         // Warm up the connection (not measured).
         try await repository.ping()
 
+        let cpuBefore = cluster.flatMap(BenchDatabase.cpuSeconds(of:))
         var begins: [Duration] = []
         var completes: [Duration] = []
         var beginTrips = 0
@@ -86,6 +87,7 @@ struct StoreBenchmark: AsyncParsableCommand {
             beginTrips += tripsMiddle - tripsBefore
             completeTrips += database.statistics.roundTrips - tripsMiddle
         }
+        let cpuAfter = cluster.flatMap(BenchDatabase.cpuSeconds(of:))
         await database.close()
 
         func milliseconds(_ duration: Duration) -> String {
@@ -108,5 +110,8 @@ struct StoreBenchmark: AsyncParsableCommand {
             String(
                 format: "  round trips per turn: %.2f (beginTurn %.2f, completeTurn %.2f)",
                 Double(beginTrips + completeTrips) / turns, Double(beginTrips) / turns, Double(completeTrips) / turns))
+        if let cpuBefore, let cpuAfter {
+            print(String(format: "  Postgres CPU per turn (all its processes): %.3f ms", (cpuAfter - cpuBefore) * 1_000 / turns))
+        }
     }
 }

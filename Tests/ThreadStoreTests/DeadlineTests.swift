@@ -100,14 +100,15 @@ struct DeadlineTests {
             group.addTask {
                 _ = try await database.withConnection { connection in
                     holding.raised.store(true, ordering: .relaxed)
-                    return try connection.query("SELECT pg_sleep(1)")
+                    // Held long enough that a loaded machine still queues both waiters behind it.
+                    return try connection.query("SELECT pg_sleep(5)")
                 }
             }
             while !holding.raised.load(ordering: .relaxed) { try await Task.sleep(for: .milliseconds(10)) }
             for _ in 0..<2 {
                 group.addTask { try await database.ping() }
             }
-            for _ in 0..<200 where database.waiterCount < 2 { try await Task.sleep(for: .milliseconds(10)) }
+            for _ in 0..<400 where database.waiterCount < 2 { try await Task.sleep(for: .milliseconds(10)) }
             #expect(database.waiterCount == 2)
 
             let (error, elapsed) = await failure { try await database.ping() }

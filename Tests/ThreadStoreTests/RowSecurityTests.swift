@@ -213,6 +213,14 @@ struct SupabaseDataAPITests {
         let anon = try await asDataAPI(database, role: "anon", user: alice, "SELECT count(*) FROM turns")
         #expect(anon.sqlState == "42501")
 
+        // The service's turn functions are not callable by the Data API's roles (not through RPC, not at all).
+        for role in ["anon", "authenticated"] {
+            let call = try await asDataAPI(
+                database, role: role, user: alice,
+                "SELECT * FROM agent_service.begin_turn('\(alice.uuidString)', 'rpc', gen_random_uuid(), 'q', 't', NULL, 60, 5, NULL)")
+            #expect(call.sqlState == "42501", "\(role)")
+        }
+
         // The service's own path still works on this database.
         let next = try started(try await repository.beginTurn(BeginTurnRequest(userID: bob, threadID: "t", question: "again")))
         #expect(next.seq == 2)

@@ -32,12 +32,18 @@ struct BenchDatabase {
             embedded: postgres)
     }
 
-    /// CPU seconds used so far by the throwaway cluster: its postmaster and every process it started (backends,
-    /// WAL writer, checkpointer…), from /proc. Nil for a given DATABASE_URL (its processes may not be ours to read).
+    /// CPU seconds used so far by the throwaway cluster (nil for a given DATABASE_URL: its processes may not be
+    /// ours to read).
     func cpuSeconds() -> Double? {
-        guard let embedded,
+        embedded.flatMap { Self.cpuSeconds(of: $0) }
+    }
+
+    /// CPU seconds used so far by a cluster's postmaster and every process it started (backends, WAL writer,
+    /// checkpointer…), from /proc.
+    static func cpuSeconds(of cluster: EmbeddedPostgres) -> Double? {
+        guard
             let pidFile = try? String(
-                contentsOf: embedded.directory.appendingPathComponent("data/postmaster.pid"), encoding: .utf8),
+                contentsOf: cluster.directory.appendingPathComponent("data/postmaster.pid"), encoding: .utf8),
             let postmaster = pidFile.split(separator: "\n").first.flatMap({ Int32($0) })
         else { return nil }
         let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))

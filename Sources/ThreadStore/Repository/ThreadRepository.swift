@@ -41,51 +41,14 @@ public struct ThreadRepository: Sendable {
         let turnID = UUID()
         let title = Validation.title(from: request.question)
         let leaseSeconds = Validation.seconds(request.lease)
-        let noDuplicate: SQLQuery =
-            key == nil
-            ? "true"
-            : "NOT EXISTS (SELECT 1 FROM turns WHERE user_id = \(user)::uuid AND idempotency_key = \(key))"
-        var batch: [SQLQuery] = []
-        if let key {
-            batch.append(
-                "SELECT \(unsafeRaw: Rows.turnColumns()) FROM turns WHERE user_id = \(user)::uuid AND idempotency_key = \(key)"
-            )
-        }
-        batch.append(
+        // One statement (`Migrations/20261202180000_turn_functions.sql`): Postgres keeps its inner plans per session.
+        let begin: SQLQuery = """
+            SELECT * FROM agent_service.begin_turn(\(user)::uuid, \(thread)::text, \(turnID)::uuid, \(request.question)::text,
+                \(title)::text, \(key)::text, \(leaseSeconds)::float8, \(request.historyLimit)::int, \(request.userTimeZone)::text)
             """
-            INSERT INTO threads (user_id, id, title) SELECT \(user)::uuid, \(thread), \(title) WHERE \(fragment: noDuplicate)
-            ON CONFLICT (user_id, id) DO UPDATE SET updated_at = now() RETURNING (xmax = 0)
-            """)
-        batch.append(
-            """
-            UPDATE turns SET status = 'interrupted', error = 'the lease expired before the reply finished',
-                finished_at = now(), lease_until = NULL
-            WHERE user_id = \(user)::uuid AND thread_id = \(thread) AND status = 'streaming' AND lease_until < now()
-                AND \(fragment: noDuplicate)
-            RETURNING id
-            """)
-        batch.append(
-            """
-            INSERT INTO turns (id, user_id, thread_id, seq, question, status, lease_until, idempotency_key, user_timezone)
-            SELECT \(turnID)::uuid, \(user)::uuid, \(thread),
-                (SELECT coalesce(max(seq), 0) + 1 FROM turns WHERE user_id = \(user)::uuid AND thread_id = \(thread)),
-                \(request.question), 'streaming', now() + \(leaseSeconds)::float8 * interval '1 second', \(key),
-                \(request.userTimeZone)
-            WHERE \(fragment: noDuplicate)
-            RETURNING seq
-            """)
-        batch.append(
-            """
-            SELECT \(unsafeRaw: Rows.turnColumns()) FROM turns WHERE id IN (
-                SELECT id FROM turns WHERE user_id = \(user)::uuid AND thread_id = \(thread) AND id <> \(turnID)::uuid
-                ORDER BY seq DESC LIMIT \(request.historyLimit)::int)
-            ORDER BY seq
-            """)
-
-        let results: [QueryResult]
+        let result: QueryResult
         do {
-            let statements = batch
-            results = try await database.withConnection { try $0.asUser(rowSecurity: rowSecurity, user, statements) }
+            result = try await database.withConnection { try $0.asUser(rowSecurity: rowSecurity, user, begin) }
         } catch let error as StoreError where error.sqlState == "23505" {
             let constraint = DatabaseConnection.constraintName(of: error)
             if constraint == "turns_user_idempotency_key", let key,
@@ -95,19 +58,30 @@ public struct ThreadRepository: Sendable {
             }
             throw StoreError(.threadBusy, "another turn of this thread is still streaming", sqlState: error.sqlState)
         }
-        let offset = key == nil ? 0 : 1
-        let inserted = results[offset + 2]
-        guard let seq = inserted.int(0, 0) else {
-            // The key was used before (or by a concurrent begin that committed between our statements).
-            if let existing = results.first?.rows.first.flatMap(Rows.turn) { return .duplicate(existing) }
-            if let key, let existing = try await turn(userID: user, idempotencyKey: key) { return .duplicate(existing) }
-            throw StoreError(.threadBusy, "another turn of this thread is still streaming")
+        var seq: Int?
+        var created = false
+        var recovered: [UUID] = []
+        var history: [Turn] = []
+        for (index, row) in result.rows.enumerated() {
+            let turnColumns = Array(row[3...])
+            switch row[0] {
+            case "duplicate":
+                if let existing = Rows.turn(turnColumns) { return .duplicate(existing) }
+            case "recovered":
+                if let id = row[3].flatMap(UUID.init(uuidString:)) { recovered.append(id) }
+            case "started":
+                seq = result.int(index, 2)
+                created = result.bool(index, 1) == true
+            case "history":
+                if let turn = Rows.turn(turnColumns) { history.append(turn) }
+            default:
+                break
+            }
         }
+        guard let seq else { throw StoreError(.threadBusy, "another turn of this thread is still streaming") }
         return .started(
             StartedTurn(
-                turnID: turnID, seq: seq, threadCreated: results[offset].bool(0, 0) == true,
-                history: results[offset + 3].rows.compactMap(Rows.turn),
-                recoveredTurnIDs: results[offset + 1].rows.compactMap { $0[0].flatMap(UUID.init(uuidString:)) }))
+                turnID: turnID, seq: seq, threadCreated: created, history: history, recoveredTurnIDs: recovered))
     }
 
     /// Stores the finished reply (status `completed`), bumps the thread's `updated_at` and ends the lease, in one
@@ -154,28 +128,14 @@ public struct ThreadRepository: Sendable {
         stopReason: String?, usage: TokenUsage, firstTokenMs: Int?, latencyMs: Int?, alsoFromInterrupted: Bool
     ) async throws -> Bool {
         let query: SQLQuery = """
-            WITH done AS (
-                UPDATE turns SET reply = \(reply), status = \(status.rawValue), error = \(error),
-                    model = \(model), stop_reason = \(stopReason),
-                    input_tokens = \(usage.inputTokens)::int, output_tokens = \(usage.outputTokens)::int,
-                    cache_creation_input_tokens = \(usage.cacheCreationInputTokens)::int,
-                    cache_read_input_tokens = \(usage.cacheReadInputTokens)::int,
-                    first_token_ms = \(firstTokenMs)::int, latency_ms = \(latencyMs)::int,
-                    finished_at = now(), lease_until = NULL
-                WHERE id = \(turnID)::uuid AND user_id = \(userID)::uuid
-                    AND (status = 'streaming' OR (\(alsoFromInterrupted)::bool AND status = 'interrupted'))
-                RETURNING user_id, thread_id
-            ), touched AS (
-                UPDATE threads SET updated_at = now() FROM done
-                WHERE threads.user_id = done.user_id AND threads.id = done.thread_id
-                RETURNING 1
-            )
-            SELECT (SELECT count(*) FROM done),
-                EXISTS (SELECT 1 FROM turns WHERE id = \(turnID)::uuid AND user_id = \(userID)::uuid)
+            SELECT * FROM agent_service.finish_turn(\(turnID)::uuid, \(userID)::uuid, \(reply)::text, \(status.rawValue)::text,
+                \(error)::text, \(model)::text, \(stopReason)::text, \(usage.inputTokens)::int, \(usage.outputTokens)::int,
+                \(usage.cacheCreationInputTokens)::int, \(usage.cacheReadInputTokens)::int, \(firstTokenMs)::int,
+                \(latencyMs)::int, \(alsoFromInterrupted)::bool)
             """
         let result = try await database.withConnection { try $0.asUser(rowSecurity: rowSecurity, userID, query) }
         guard result.bool(0, 1) == true else { throw StoreError(.notFound, "no such turn for this user") }
-        return result.int(0, 0) == 1
+        return result.bool(0, 0) == true
     }
 
     /// Extends a streaming turn's lease to now + `lease`, and stores `partialReply` (the reply so far) as a
