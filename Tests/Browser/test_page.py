@@ -7,6 +7,10 @@ The binary runs with the embedded PostgreSQL (in a temporary folder) and the off
 [[stub:...]] directives in the questions. Prints one line per scenario and the measured figures; exits non-zero
 on the first failure (the service's log is printed then).
 """
+import base64
+import hashlib
+import hmac
+import http.server
 import json
 import os
 import re
@@ -17,7 +21,9 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
+import uuid
 
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException, TimeoutException
@@ -330,6 +336,148 @@ def page_weight(page, figures):
     figures["page_all_requests"] = len(entries)
 
 
+# MARK: Auth
+
+JWT_SECRET = "browser-test-secret-that-is-long-enough-0123456789"
+ANON_KEY = "sb_publishable_browser_test_0123456789"
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hs256(claims, secret):
+    head = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64url(json.dumps(claims).encode())
+    signature = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64url(signature)}"
+
+
+class AuthStandIn:
+    """A tiny stand-in for Supabase Auth's token endpoint: password and refresh_token grants, HS256 tokens."""
+
+    def __init__(self, lifetime=65):
+        self.grants = []
+        self.user = str(uuid.uuid4())
+        stand_in = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def cors(self):
+                self.send_header("Access-Control-Allow-Origin", "*")
+                self.send_header("Access-Control-Allow-Headers", "apikey, content-type, authorization")
+                self.send_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS")
+
+            def answer(self, status, body):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.cors()
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_OPTIONS(self):
+                self.send_response(204)
+                self.cors()
+                self.end_headers()
+
+            def do_GET(self):
+                if self.path.endswith("/.well-known/jwks.json"):
+                    self.answer(200, {"keys": []})
+                else:
+                    self.answer(404, {"error": "not_found"})
+
+            def do_POST(self):
+                url = urllib.parse.urlparse(self.path)
+                grant = urllib.parse.parse_qs(url.query).get("grant_type", [""])[0]
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+                stand_in.grants.append((grant, self.headers.get("apikey")))
+                if url.path != "/auth/v1/token" or self.headers.get("apikey") != ANON_KEY:
+                    return self.answer(401, {"error": "invalid_api_key", "error_description": "bad apikey"})
+                if grant == "password" and body.get("password") != "correct horse":
+                    return self.answer(400, {"error": "invalid_grant", "error_description": "Invalid login credentials"})
+                if grant not in ("password", "refresh_token"):
+                    return self.answer(400, {"error": "unsupported_grant_type"})
+                now = int(time.time())
+                claims = {"sub": stand_in.user, "role": "authenticated", "aud": "authenticated", "iat": now,
+                          "exp": now + lifetime, "iss": stand_in.issuer, "email": body.get("email")}
+                self.answer(200, {"access_token": hs256(claims, JWT_SECRET), "token_type": "bearer",
+                                  "expires_in": lifetime, "expires_at": now + lifetime,
+                                  "refresh_token": f"refresh-{len(stand_in.grants)}", "user": {"id": stand_in.user}})
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.issuer = f"{self.url}/auth/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+
+
+def scenario_auth(binary, figures):
+    """Auth on: sign in against the stand-in, chat with Bearer tokens, refresh before expiry, sign out."""
+    auth = AuthStandIn()
+    service = AgentService(binary, {"SUPABASE_URL": auth.url, "SUPABASE_JWT_SECRET": JWT_SECRET,
+                                    "AUTH_ISSUER": auth.issuer, "SUPABASE_ANON_KEY": ANON_KEY})
+    driver = make_driver()
+    try:
+        page = Page(driver, service)
+        config = service.get_json("/config.json")
+        assert config == {"api_base": "", "auth": "supabase", "supabase_url": auth.url,
+                          "supabase_anon_key": ANON_KEY}, config
+        csp = service.get("/")[1]["Content-Security-Policy"]
+        assert f"connect-src 'self' {auth.url};" in csp, csp
+        driver.get(service.base + "/")
+        page.wait(lambda: page.js("return !document.getElementById('signin').hidden"), message="the sign-in form")
+        driver.find_element(By.ID, "email").send_keys("ada@example.com")
+        driver.find_element(By.ID, "password").send_keys("wrong")
+        driver.find_element(By.ID, "password").send_keys(Keys.ENTER)
+        page.wait(lambda: "Invalid login" in driver.find_element(By.ID, "signin-error").text, message="the refusal")
+        driver.find_element(By.ID, "password").clear()
+        driver.find_element(By.ID, "password").send_keys("correct horse" + Keys.ENTER)
+        page.wait(lambda: page.js("return !document.getElementById('app').hidden"), message="the app after sign-in")
+        page.send("Hello with a token [[stub:slow 50ms x 10]]")
+        final = page.wait_reply_done()
+        assert final and "Hello with a token" in final, final
+        thread = page.thread()
+        page.wait(lambda: page.js("return !!document.querySelector(`#threads li[data-thread='${arguments[0]}']`)",
+                                  thread), message="the thread in the list")
+        # The thread is the token's user's: the API answers it only with that user's token.
+        token = page.js("return JSON.parse(localStorage.getItem('agent-service.session')).access_token")
+        stored = service.get_json(f"/threads/{thread}/messages", {"Authorization": f"Bearer {token}"})
+        assert stored["messages"][-1]["status"] == "completed"
+        # Tokens live 65 s; the page refreshes a minute before expiry (here: after 5 s).
+        page.wait(lambda: any(grant == "refresh_token" for grant, _ in auth.grants), timeout=20,
+                  message="a refresh_token grant")
+        page.wait(lambda: page.js("return JSON.parse(localStorage.getItem('agent-service.session')).access_token")
+                  != token, message="the refreshed token")
+        page.driver.refresh()
+        page.wait(lambda: page.js("return document.querySelectorAll('#messages .message').length") == 2,
+                  message="the history with the refreshed token")
+        assert all(key == ANON_KEY for _, key in auth.grants), auth.grants
+        driver.find_element(By.ID, "sign-out").click()
+        page.wait(lambda: page.js("return !document.getElementById('signin').hidden"), message="signed out")
+        assert page.js("return localStorage.getItem('agent-service.session')") is None
+        errors = page.console_errors(expected=[re.escape(auth.url) + r"/auth/v1/token.* 400"])
+        assert not errors, f"console errors with auth: {errors}"
+    except BaseException:
+        try:
+            print("sign-in form says:", driver.find_element(By.ID, "signin-error").text, file=sys.stderr)
+            print("console:", driver.get_log("browser"), file=sys.stderr)
+        except Exception:
+            pass
+        print("---- service log (auth) ----\n" + service.read_log()[-4000:], file=sys.stderr)
+        raise
+    finally:
+        driver.quit()
+        service.stop()
+        service.cleanup()
+        auth.stop()
+
+
 def run(binary):
     figures = {}
     scenarios = []
@@ -365,6 +513,11 @@ def run(binary):
         if failed:
             print("---- service log ----\n" + service.read_log()[-6000:], file=sys.stderr)
         service.cleanup()
+    t0 = time.monotonic()
+    scenario_auth(binary, figures)
+    scenarios.append(scenario_auth)
+    if os.environ.get("BROWSER_TESTS_VERBOSE"):
+        print(f"ok  scenario_auth ({time.monotonic() - t0:.1f} s)")
     print(f"browser tests: {len(scenarios)} scenarios ok; send to first painted chunk: {figures['send_to_first_paint_ms']:.0f} ms "
           f"(first chunk in the DOM: {figures['send_to_first_chunk_ms']:.0f} ms); "
           f"page weight: {figures['page_bytes']} bytes in {figures['page_requests']} requests "
