@@ -165,9 +165,9 @@ async function openThread(thread) {
     renderMarkdown(view.body, message.content);
     if (message.status === "streaming") {
       // Still running (this tab reloaded, or it runs elsewhere): follow it from what the history holds.
-      const text = message.content;
-      startReply({ thread, question, text, turnID: message.turn_id, view },
-        (reply, handlers) => api.resume(thread, `${message.turn_id}:${utf8Length(text)}`, handlers));
+      const lastID = `${message.turn_id}:${utf8Length(message.content)}`;
+      startReply({ thread, question, text: message.content, turnID: message.turn_id, lastID, view },
+        (reply, handlers) => api.resume(thread, reply.lastID, handlers));
     } else {
       describeEnd(view, message.status, message.stop_reason, message.error, () => retry(thread, question));
     }

@@ -275,6 +275,27 @@ def scenario_reload(page, figures):
     assert resumed_running, "the reloaded page did not resume the running reply"
 
 
+def scenario_drop(page, figures):
+    """A dropped connection mid-reply: the page resumes from its last id and ends with the full reply."""
+    page.new_thread()
+    page.send("Survive a network drop [[stub:slow 100ms x 30]]")
+    page.wait(lambda: len(page.reply_text() or "") > 5, message="some reply text")
+    conditions = {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+    page.driver.execute_cdp_cmd("Network.enable", {})
+    page.driver.execute_cdp_cmd("Network.emulateNetworkConditions", conditions)
+    time.sleep(0.7)
+    page.driver.execute_cdp_cmd("Network.emulateNetworkConditions", {**conditions, "offline": False})
+    page.driver.execute_cdp_cmd("Network.disable", {})
+    final = page.wait_reply_done()
+    resumes = page.js("return performance.getEntriesByType('resource').filter(e => e.name.includes('/stream')).length")
+    assert resumes >= 1, "the connection did not drop (no resume request)"
+    stored = page.messages()["messages"][-1]
+    assert stored["status"] == "completed", stored
+    assert squash(final) == squash(stored["content"]), (final, stored["content"])
+    assert not page.js("return !!document.querySelector('#messages .error-text')"), "an error was shown"
+    return [r"ERR_INTERNET_DISCONNECTED"]  # the drop itself, caused on purpose
+
+
 def scenario_retry(page, figures):
     """(d) An upstream failure shows an error in place; Retry sends again and works."""
     page.new_thread()
@@ -488,13 +509,13 @@ def run(binary):
     try:
         driver = make_driver()
         page = Page(driver, service)
-        scenarios = [scenario_stream, scenario_stop, scenario_reload, scenario_retry, scenario_injection,
+        scenarios = [scenario_stream, scenario_stop, scenario_reload, scenario_drop, scenario_retry, scenario_injection,
                      scenario_screenshot, page_weight]
         for scenario in scenarios:
             t0 = time.monotonic()
-            scenario(page, figures)
+            expected = scenario(page, figures) or []
             # (f) No console errors, but the expected ones: a Stop may race the end of its reply (409).
-            errors = page.console_errors(expected=[r"/cancel\b.*409"])
+            errors = page.console_errors(expected=[r"/cancel\b.*409"] + expected)
             assert not errors, f"console errors in {scenario.__name__}: {errors}"
             if os.environ.get("BROWSER_TESTS_VERBOSE"):
                 print(f"ok  {scenario.__name__} ({time.monotonic() - t0:.1f} s)")
