@@ -59,7 +59,8 @@ export class Api {
     clearTimeout(this.refreshTimer);
     if (!this.session) return;
     const delay = Math.max(5, this.session.expires_at - Date.now() / 1000 - 60) * 1000;
-    this.refreshTimer = setTimeout(() => this.ensureFresh().catch(() => this.onSignedOut?.()), delay);
+    // A failed refresh signs out (see token); a network error is tried again at the next call.
+    this.refreshTimer = setTimeout(() => this.ensureFresh().catch(() => {}), delay);
   }
 
   async token(grantType, body) {
@@ -73,7 +74,10 @@ export class Api {
     });
     const answer = await response.json().catch(() => ({}));
     if (!response.ok) {
-      if (grantType === "refresh_token") this.signOut();
+      if (grantType === "refresh_token") {   // the session is over: back to the sign-in form
+        this.signOut();
+        this.onSignedOut?.("Your session ended; sign in again.");
+      }
       throw new ApiError(response.status, answer.error ?? "auth_error",
         answer.error_description ?? answer.msg ?? answer.message ?? `sign-in failed (${response.status})`);
     }

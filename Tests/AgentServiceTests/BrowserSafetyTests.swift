@@ -112,7 +112,10 @@ struct BrowserSafetyTests {
             #expect(page.headers["cache-control"] == "no-cache")
             #expect(page.headers["x-content-type-options"] == "nosniff")
             let csp = page.headers["content-security-policy"] ?? ""
-            for directive in ["default-src 'self'", "script-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"] {
+            let directives = [
+                "default-src 'self'", "script-src 'self'", "connect-src 'self'", "frame-ancestors 'none'",
+            ]
+            for directive in directives {
                 #expect(csp.contains(directive), "\(csp)")
             }
             #expect(!csp.contains("unsafe-inline"))

@@ -207,12 +207,11 @@ struct ServiceConfiguration: Sendable {
             guard supabaseURL != nil else {
                 throw ConfigurationError("SUPABASE_ANON_KEY: set SUPABASE_URL too (the page signs in at that project)")
             }
-            guard key.utf8.count >= 20,
-                key.utf8.allSatisfy({ $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_")
-                    || (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) })
+            guard key.count >= 20, key.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) })
             else {
                 throw ConfigurationError(
-                    "SUPABASE_ANON_KEY: not a Supabase anon or publishable key (at least 20 characters of A-Z a-z 0-9 . _ -)")
+                    "SUPABASE_ANON_KEY: not a Supabase anon or publishable key (at least 20 characters of A-Z a-z 0-9 . _ -)"
+                )
             }
             supabaseAnonKey = key
         }
