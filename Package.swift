@@ -59,6 +59,12 @@ let package = Package(
             capability: .buildTool(),
             dependencies: ["EmbedMigrationsTool"]
         ),
+        // Compiles Web/* (the reference page) into AgentService, with the same tool.
+        .plugin(
+            name: "EmbedWebAssets",
+            capability: .buildTool(),
+            dependencies: ["EmbedMigrationsTool"]
+        ),
         .executableTarget(
             name: "EmbedMigrationsTool",
             path: "Plugins/EmbedMigrationsTool"
@@ -105,7 +111,8 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: swiftSettings,
+            plugins: ["EmbedWebAssets"]
         ),
 
         // Benchmarks (commands that print figures; never assertions).

@@ -7,3 +7,5 @@ scripts/ensure-deps.sh
 swift build --build-tests
 # Test processes trap SIGTERM; KILL guarantees a hung run cannot outlive CI.
 timeout -s KILL 1800 swift test --skip-build "$@"
+# The reference page in headless Chromium (only for the whole suite, not a filtered run).
+if [[ $# -eq 0 ]]; then scripts/browser-tests.sh; fi

@@ -78,6 +78,76 @@ struct BrowserSafetyTests {
         }
     }
 
+    @Test("a write from the service's own origin (the page at /) passes without being listed; another port does not")
+    func sameOriginWrites() async throws {
+        try await ServiceHarness.run(configure: { $0.corsAllowedOrigins = [Self.app] }) { service in
+            let user = UUID()
+            // The test client sends `Host: 127.0.0.1`, so this is the origin a page served here would send.
+            let own = try await TestHTTP.postJSON(
+                port: service.port, path: "/query", json: ServiceHarness.body("hi", user: user, thread: "own"),
+                headers: ["Origin": "http://127.0.0.1"])
+            #expect(own.status == 200, "\(own.text)")
+            #expect(own.headers["access-control-allow-origin"] == nil)
+            let cancel = try await TestHTTP.request(
+                port: service.port, method: "POST", path: "/threads/own/cancel?user_id=\(user)",
+                headers: ["Origin": "https://127.0.0.1"])
+            #expect(cancel.status == 409)  // past the origin check: nothing runs
+            for origin in ["http://127.0.0.1:1", "http://127.0.0.1.evil.example", "null", "ftp://127.0.0.1"] {
+                let delete = try await TestHTTP.request(
+                    port: service.port, method: "DELETE", path: "/threads/own?user_id=\(user)",
+                    headers: ["Origin": origin])
+                #expect(delete.status == 403, "\(origin): \(delete.status)")
+            }
+            let threads = try await service.repository.listThreads(userID: user, limit: 10, before: nil)
+            #expect(threads.map(\.id) == ["own"])
+        }
+    }
+
+    @Test("the page at / is embedded, typed, no-cache, nosniff and under a strict CSP; WEB_UI=false makes / a 404")
+    func referencePage() async throws {
+        try await ServiceHarness.run { service in
+            let page = try await TestHTTP.request(port: service.port, method: "GET", path: "/")
+            #expect(page.status == 200)
+            #expect(page.headers["content-type"] == "text/html; charset=utf-8")
+            #expect(page.headers["cache-control"] == "no-cache")
+            #expect(page.headers["x-content-type-options"] == "nosniff")
+            let csp = page.headers["content-security-policy"] ?? ""
+            let directives = [
+                "default-src 'self'", "script-src 'self'", "connect-src 'self'", "frame-ancestors 'none'",
+            ]
+            for directive in directives {
+                #expect(csp.contains(directive), "\(csp)")
+            }
+            #expect(!csp.contains("unsafe-inline"))
+            #expect(page.text.contains("<script type=\"module\" src=\"/app.js\">"))
+            let script = try await TestHTTP.request(port: service.port, method: "GET", path: "/app.js")
+            #expect(script.headers["content-type"] == "text/javascript; charset=utf-8")
+            let style = try await TestHTTP.request(port: service.port, method: "GET", path: "/style.css")
+            #expect(style.headers["content-type"] == "text/css; charset=utf-8")
+            let config = try await TestHTTP.request(port: service.port, method: "GET", path: "/config.json")
+            #expect(config.json["auth"] as? String == "development")
+            #expect(config.json["api_base"] as? String == "")
+            let post = try await TestHTTP.request(port: service.port, method: "POST", path: "/")
+            #expect(post.status == 405)
+        }
+        try await ServiceHarness.run(configure: { $0.webUI = false }) { service in
+            for path in ["/", "/app.js", "/config.json"] {
+                let response = try await TestHTTP.request(port: service.port, method: "GET", path: path)
+                #expect(response.status == 404, "\(path)")
+                #expect((response.json["error"] as? [String: Any])?["type"] as? String == "not_found", "\(path)")
+            }
+        }
+        var configuration = ServiceConfiguration()
+        configuration.supabaseURL = "https://project.supabase.co"
+        configuration.supabaseAnonKey = "sb_publishable_0123456789abcdef"
+        let web = WebUI(configuration: configuration)
+        #expect(web.contentSecurityPolicy().contains("connect-src 'self' https://project.supabase.co;"))
+        let json = try JSONSerialization.jsonObject(with: web.configJSON()) as? [String: Any] ?? [:]
+        #expect(json["auth"] as? String == "supabase")
+        #expect(json["supabase_url"] as? String == "https://project.supabase.co")
+        #expect(json["supabase_anon_key"] as? String == "sb_publishable_0123456789abcdef")
+    }
+
     @Test("JSON responses carrying chat text are no-store and nosniff; the stream is too")
     func noStoreNoSniff() async throws {
         try await ServiceHarness.run { service in

@@ -42,7 +42,8 @@ struct ConfigurationTests {
         arguments: [
             ("PORT", "eighty"), ("PORT", "70000"), ("LOG_LEVEL", "loud"), ("CLAUDE_MAX_TOKENS", "0"),
             ("CORS_ALLOWED_ORIGINS", "not a url"), ("ANTHROPIC_BASE_URL", "ftp://x"), ("SHUTDOWN_GRACE_SECONDS", "-1"),
-            ("AUTO_MIGRATE", "maybe"), ("SYSTEM_PROMPT_FILE", "/nonexistent/prompt.txt"),
+            ("AUTO_MIGRATE", "maybe"), ("SYSTEM_PROMPT_FILE", "/nonexistent/prompt.txt"), ("WEB_UI", "sometimes"),
+            ("SUPABASE_ANON_KEY", "sb_publishable_without_a_project_url"),
         ])
     func badValues(key: String, value: String) {
         do {

@@ -59,6 +59,11 @@ struct ServiceConfiguration: Sendable {
     var authJWKSTTL = Duration.seconds(300)
     /// Shortest time between refetches for an unknown `kid` (not settable from the environment; tests shorten it).
     var authUnknownKeyRefetch = Duration.seconds(30)
+    /// `SUPABASE_ANON_KEY`: the project's public (anon or publishable) key, handed to the reference page so it can
+    /// sign users in with Supabase Auth. Not a secret, but only meaningful with `SUPABASE_URL`.
+    var supabaseAnonKey: String?
+    /// `WEB_UI`: serve the reference chat page at `/` (and its assets and `/config.json`).
+    var webUI = true
     /// `METRICS_TOKEN`: when set, `GET /metrics` requires `Authorization: Bearer <token>`.
     var metricsToken: String?
     /// `ALLOW_UNAUTHENTICATED`: allows development mode (identity from `user_id`) on a non-loopback address.
@@ -161,6 +166,7 @@ struct ServiceConfiguration: Sendable {
         try readAuth(env)
         spoolDirectory = env["SPOOL_DIR"] ?? spoolDirectory
         offlineStubDirectives = try Self.boolean(env, "OFFLINE_STUB_DIRECTIVES", default: offlineStubDirectives)
+        webUI = try Self.boolean(env, "WEB_UI", default: webUI)
         allowOfflineStubInPublic = try Self.boolean(env, "CLAUDE_OFFLINE_STUB", default: allowOfflineStubInPublic)
         maxActiveTurns = try Self.integer(env, "MAX_ACTIVE_TURNS", default: maxActiveTurns, range: 1...100_000)
         maxActiveTurnsPerUser = try Self.integer(
@@ -196,6 +202,18 @@ struct ServiceConfiguration: Sendable {
                     "SUPABASE_JWT_SECRET: too short (\(secret.utf8.count) bytes); a Supabase JWT secret has at least 32 characters")
             }
             supabaseJWTSecret = secret
+        }
+        if let key = env["SUPABASE_ANON_KEY"] {
+            guard supabaseURL != nil else {
+                throw ConfigurationError("SUPABASE_ANON_KEY: set SUPABASE_URL too (the page signs in at that project)")
+            }
+            guard key.count >= 20, key.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) })
+            else {
+                throw ConfigurationError(
+                    "SUPABASE_ANON_KEY: not a Supabase anon or publishable key (at least 20 characters of A-Z a-z 0-9 . _ -)"
+                )
+            }
+            supabaseAnonKey = key
         }
         authAudience = env["AUTH_AUDIENCE"] ?? authAudience
         if let issuer = env["AUTH_ISSUER"] {

@@ -27,7 +27,7 @@ struct AgentAPI: Sendable {
         let router = Router(context: BasicRequestContext.self)
         // CORS outermost, so that the JSON errors produced inside carry its headers.
         router.add(middleware: AllowedOriginsMiddleware(origins: configuration.corsAllowedOrigins))
-        router.add(middleware: JSONErrorMiddleware(routes: Self.routes, logger: logger))
+        router.add(middleware: JSONErrorMiddleware(routes: Self.routes + WebUI.routes(configuration), logger: logger))
         router.post("query_stream") { request, context in try await self.queryStream(request, context: context) }
         router.post("query") { request, context in try await self.query(request, context: context) }
         router.post("chat") { request, context in try await self.query(request, context: context) }
@@ -55,6 +55,7 @@ struct AgentAPI: Sendable {
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: ByteBuffer(string: self.metrics.render(database: self.database.statistics))))
         }
+        WebUI(configuration: configuration).register(on: router)
         return router
     }
 

@@ -18,7 +18,9 @@ extension HTTPField.Name {
 /// 404, 409, 413, 429, 503) carry the CORS headers too and a frontend can read why a request failed. A request from
 /// an origin not on the list gets no CORS headers (the browser then blocks it), and a state-changing one (POST,
 /// DELETE) is refused with 403 before it runs: browsers send "simple" cross-site POSTs without a preflight. `*`
-/// allows every origin. Requests without `Origin` (curl, servers) are not browser requests and pass.
+/// allows every origin. Requests without `Origin` (curl, servers) are not browser requests and pass, and so do
+/// same-origin ones (the reference page at `/`): an `Origin` equal to `http(s)://` + the request's `Host` is this
+/// service's own page, which a foreign site cannot forge (its requests carry its own origin).
 struct AllowedOriginsMiddleware<Context: RequestContext>: RouterMiddleware {
     let origins: Set<String>
     let allowsAll: Bool
@@ -31,7 +33,8 @@ struct AllowedOriginsMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
     {
-        guard let origin = request.headers[.origin] else { return try await next(request, context) }
+        guard let origin = request.headers[.origin], !Self.isSameOrigin(origin, authority: request.head.authority)
+        else { return try await next(request, context) }
         guard allowsAll || origins.contains(origin) else {
             if [.post, .put, .patch, .delete].contains(request.method) {
                 return try APIError.forbiddenOrigin(origin).response(from: request, context: context)
@@ -55,5 +58,13 @@ struct AllowedOriginsMiddleware<Context: RequestContext>: RouterMiddleware {
         response.headers[.accessControlExposeHeaders] = "X-Thread-Id, X-Turn-Id"
         response.headers[.vary] = "Origin"
         return response
+    }
+
+    /// True when `origin` is `http://` or `https://` followed by exactly the request's `Host` (case-insensitive).
+    static func isSameOrigin(_ origin: String, authority: String?) -> Bool {
+        guard let authority, !authority.isEmpty else { return false }
+        let origin = origin.lowercased()
+        let host = authority.lowercased()
+        return origin == "http://\(host)" || origin == "https://\(host)"
     }
 }
