@@ -99,16 +99,17 @@ struct FailureTests {
     @Test("a long reply keeps renewing its lease, so the thread stays busy instead of being taken over")
     func leaseRenewal() async throws {
         try await ServiceHarness.run(configure: {
-            $0.leaseSeconds = 3
-            $0.pingIntervalSeconds = 1
+            // Renewed every 1.5 s: a loaded machine delaying a renewal by a second or two still keeps the lease.
+            $0.leaseSeconds = 6
+            $0.pingIntervalSeconds = 2
             $0.claudeIdleTimeoutSeconds = 10
         }) { service in
             let user = UUID()
             let long = try await TestHTTP.openEventStream(
                 port: service.port,
-                json: ServiceHarness.body("[[stub:slow 1000ms x 6]] long reply", user: user, thread: "lease"))
-            // Past the original 3 s lease: without renewal this begin would mark the running turn interrupted.
-            try await Task.sleep(for: .milliseconds(4_500))
+                json: ServiceHarness.body("[[stub:slow 1000ms x 10]] long reply", user: user, thread: "lease"))
+            // Past the original 6 s lease: without renewal this begin would mark the running turn interrupted.
+            try await Task.sleep(for: .milliseconds(7_500))
             let second = try await TestHTTP.postJSON(
                 port: service.port, path: "/query_stream",
                 json: ServiceHarness.body("me too", user: user, thread: "lease"))
