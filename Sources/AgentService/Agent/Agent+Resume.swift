@@ -157,6 +157,6 @@ extension Agent {
             guard let slot = supervisor.slot(turnID), slot.userID == userID, slot.threadID == threadID else { return nil }
             return slot
         }
-        return supervisor.runningTurns().first { $0.userID == userID && $0.slot.threadID == threadID }?.slot
+        return supervisor.slot(userID: userID, threadID: threadID)
     }
 }

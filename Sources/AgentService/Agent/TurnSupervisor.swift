@@ -134,6 +134,11 @@ final class TurnSupervisor: Service, Sendable {
         state.withLock { $0.slots[turnID] }
     }
 
+    /// The running turn of this user's thread, if it runs in this process.
+    func slot(userID: UUID, threadID: String) -> TurnSlot? {
+        state.withLock { state in state.slots.values.first { $0.userID == userID && $0.threadID == threadID } }
+    }
+
     /// The turns running now, with their age.
     func runningTurns() -> [RunningTurn] {
         let now = DispatchTime.now().uptimeNanoseconds
