@@ -294,9 +294,4 @@ public final class DatabaseConnection {
         return StoreError(.server, message, sqlState: sqlState, detail: primary)
     }
 
-    /// The constraint named by a server error, e.g. to tell which unique index was violated.
-    static func constraintName(of error: StoreError) -> String? {
-        guard let range = error.message.range(of: "(constraint ") else { return nil }
-        return String(error.message[range.upperBound...].dropLast())
-    }
 }

@@ -50,10 +50,9 @@ public struct ThreadRepository: Sendable {
         do {
             result = try await database.withConnection { try $0.asUser(rowSecurity: rowSecurity, user, begin) }
         } catch let error as StoreError where error.sqlState == "23505" {
-            let constraint = DatabaseConnection.constraintName(of: error)
-            if constraint == "turns_user_idempotency_key", let key,
-                let existing = try await turn(userID: user, idempotencyKey: key)
-            {
+            // A concurrent begin with the same key may win either unique index (the key's, or the thread's one
+            // streaming turn, whichever the insert checked first): the key's turn existing now is the answer.
+            if let key, let existing = try await turn(userID: user, idempotencyKey: key) {
                 return .duplicate(existing)
             }
             throw StoreError(.threadBusy, "another turn of this thread is still streaming", sqlState: error.sqlState)
