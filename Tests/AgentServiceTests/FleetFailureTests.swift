@@ -95,6 +95,13 @@ extension FleetTests {
                     markedAfter = max(markedAfter ?? 0, finished.timeIntervalSince(killedWall))
                 }
             }
+            // Resumed again now that the row is marked, from past its checkpoint: the ending alone, not a 400.
+            for index in doomed {
+                let lastID = streams[index].seen.last { $0.id != nil }?.id
+                let again = try await Self.resume(fleet.proxyPort, thread: streams[index].thread, user: user, lastEventID: lastID)
+                #expect(again.status == 200, "\(String(decoding: again.body, as: UTF8.self))")
+                #expect((await again.all().last?.error?["type"] as? String) == "interrupted")
+            }
             let slowest = resumed.map(\.2).max() ?? .zero
             print("fleet crash: killed instance \(victim) with \(doomed.count) turn(s); marked interrupted after \(markedAfter.map { String(format: "%.1f s", $0) } ?? "?"), resumers answered after \(slowest)")
 

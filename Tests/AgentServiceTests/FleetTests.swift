@@ -155,7 +155,7 @@ struct FleetTests {
             #expect(refused.stderr.contains("direct connection or a session-mode pooler"))
             // Nothing was created, and no advisory lock was left on a pooled backend.
             #expect(try await Self.scalar(direct, "SELECT (to_regclass('supabase_migrations.schema_migrations') IS NULL)::int") == 1)
-            #expect(try await Self.scalar(direct, "SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory'") == 0)
+            #expect(try await Self.scalar(direct, "SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())") == 0)
 
             // serve with AUTO_MIGRATE through the pooler and no direct URL: one line saying what to do.
             let serveRefused = try await CommandRun.run(

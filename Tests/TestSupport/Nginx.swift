@@ -32,7 +32,7 @@ public final class Nginx: Sendable {
         pid \(folder)/nginx.pid;
         error_log \(folder)/error.log warn;
         \(geteuid() == 0 ? "user root;" : "")
-        worker_rlimit_nofile \(workerConnections * 2);
+        worker_rlimit_nofile \(workerConnections + 100);
         events { worker_connections \(workerConnections); }
         http {
             access_log off;
@@ -102,6 +102,9 @@ public final class Nginx: Sendable {
         self.process = process
         self.folder = folder
     }
+
+    /// The master's process id (its one worker is its child).
+    public var pid: Int32 { process.processIdentifier }
 
     /// nginx's error log so far.
     public var errorLog: String { folder.read("error.log") }

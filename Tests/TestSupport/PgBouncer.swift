@@ -114,6 +114,9 @@ public final class PgBouncer: Sendable {
         conninfo(database: Self.keywords(direct)["dbname"] ?? "postgres")
     }
 
+    /// Its process id (for CPU figures).
+    public var pid: Int32 { process.processIdentifier }
+
     /// PgBouncer's log so far (for failure messages).
     public var log: String { folder.read("pgbouncer.log") }
 
