@@ -9,6 +9,9 @@ struct BenchDatabase {
     let database: Database
     private let embedded: EmbeddedPostgres?
 
+    /// The throwaway cluster's folder (nil for a given DATABASE_URL).
+    var directory: URL? { embedded?.directory }
+
     static func start(settings: [String] = []) async throws -> BenchDatabase {
         var logger = Logger(label: "agent-bench")
         logger.logLevel = .warning
