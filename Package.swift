@@ -121,6 +121,8 @@ let package = Package(
             dependencies: [
                 "ThreadStore",
                 "SupabaseAuth",
+                // PgBouncer and nginx for `service --instances N --pooler --proxy`, the same as the tests start.
+                "TestSupport",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),
                 "Claude",

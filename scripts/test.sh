@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
+scripts/ensure-test-deps.sh
 swift build --build-tests
 # Test processes trap SIGTERM; KILL guarantees a hung run cannot outlive CI.
 timeout -s KILL 1800 swift test --skip-build "$@"

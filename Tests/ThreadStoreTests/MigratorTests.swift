@@ -198,3 +198,35 @@ func temporaryMigrationsFolder() throws -> URL {
                 plain, "SELECT count(*) FROM pg_class WHERE relname IN ('threads', 'turns') AND relrowsecurity") == 2)
     }
 }
+
+@Suite("Migrations through a real PgBouncer", .serialized, .timeLimit(.minutes(2)))
+struct MigratorPoolerTests {
+    @Test("a transaction-mode PgBouncer is refused whatever its port, before anything is locked or written")
+    func refusesTransactionPooler() async throws {
+        let direct = try await TestPostgres.emptyDatabase()
+        let pooler = try await PgBouncer.start(for: direct, mode: "transaction")
+        defer { Task { await pooler.stop() } }
+        let migrator = Migrator(conninfo: pooler.conninfo(for: direct), logger: TestPostgres.logger)
+        do {
+            _ = try await migrator.run()
+            Issue.record("migrated through a transaction pooler")
+        } catch let error as StoreError {
+            #expect(error.code == .transactionPooler)
+            #expect(error.message.contains("direct connection or a session-mode pooler"))
+        }
+        #expect(try await countRows(direct, "SELECT (to_regclass('supabase_migrations.schema_migrations') IS NULL)::int") == 1)
+        #expect(try await countRows(direct, "SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())") == 0)
+        await pooler.stop()
+    }
+
+    @Test("a session-mode PgBouncer and a direct connection migrate")
+    func sessionPoolerAndDirectMigrate() async throws {
+        let direct = try await TestPostgres.emptyDatabase()
+        let pooler = try await PgBouncer.start(for: direct, mode: "session")
+        let report = try await Migrator(conninfo: pooler.conninfo(for: direct), logger: TestPostgres.logger).run()
+        #expect(report.applied == Migration.bundled.map(\.version))
+        await pooler.stop()
+        let other = try await TestPostgres.emptyDatabase()
+        #expect(try await Migrator(conninfo: other, logger: TestPostgres.logger).run().applied.count == Migration.bundled.count)
+    }
+}

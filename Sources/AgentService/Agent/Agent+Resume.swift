@@ -104,7 +104,10 @@ extension Agent {
         }
         metrics.resumeStarted(source: "stored")
         let stored = ReplyBroadcast(finishedWith: turn.reply ?? "", final: Self.finalEvent(of: turn))
-        guard let start = stored.resumePoint(offset) else { throw .beyondReply(length: stored.count) }
+        // A turn whose instance died is stored with its last checkpoint, which its client may have read past: that
+        // client gets the ending alone, as a relay follower of the same turn does.
+        let position = turn.status == .interrupted ? min(offset, stored.count) : offset
+        guard let start = stored.resumePoint(position) else { throw .beyondReply(length: stored.count) }
         return FollowedTurn(threadID: threadID, turnID: turn.id, events: stored.events(from: start))
     }
 

@@ -9,8 +9,10 @@ struct MigrateCommand: AsyncParsableCommand {
         commandName: "migrate",
         abstract: "Apply pending database migrations (safe when several instances start at once).",
         discussion: """
-            Connects to DATABASE_URL (directly or through a session pooler; never Supabase's transaction pooler on \
-            port 6543), or to the embedded local cluster when DATABASE_URL is unset. Waits for an advisory lock, \
+            Connects to DATABASE_URL (directly or through a session-mode pooler), or to the embedded local cluster \
+            when DATABASE_URL is unset. A transaction-mode pooler (PgBouncer's pool_mode = transaction, Supabase's \
+            port 6543) is detected whatever its port and refused before anything is locked or written, since the \
+            migration lock would not hold there. Waits for an advisory lock, \
             then applies each pending migration in its own transaction and records it in \
             supabase_migrations.schema_migrations (so `supabase migration list` agrees) with a SHA-256 checksum in \
             supabase_migrations.agent_service_migrations. Refuses to run when an applied migration file was edited.

@@ -59,10 +59,7 @@ func openDatabase(
     let prefix = target.isEmbedded ? "local PostgreSQL: " : "DATABASE_URL: "
     do {
         if migrate || target.isEmbedded {
-            let report = try await Migrator(conninfo: target.conninfo, logger: logger).run()
-            if !report.applied.isEmpty {
-                logger.info("applied migrations", metadata: ["versions": "\(report.applied.joined(separator: ", "))"])
-            }
+            try await autoMigrate(target: target, listenURL: environment["DATABASE_LISTEN_URL"], logger: logger)
         }
         let database = Database(
             configuration: DatabaseConfiguration(
@@ -78,5 +75,31 @@ func openDatabase(
         return (database, target.description)
     } catch let error as StoreError {
         throw ConfigurationError(prefix + error.message)
+    }
+}
+
+/// `AUTO_MIGRATE` at start-up. Migrations need a session of their own (an advisory lock), which a transaction-mode
+/// pooler cannot give: when `DATABASE_URL` is one, they run over `DATABASE_LISTEN_URL` (which must be direct or
+/// session-mode anyway, for `LISTEN`) when it is set, and otherwise start-up stops with a line saying what to do.
+private func autoMigrate(target: DatabaseTarget, listenURL: String?, logger: Logger) async throws {
+    let report: Migrator.Report
+    do {
+        report = try await Migrator(conninfo: target.conninfo, logger: logger).run()
+    } catch let error as StoreError where error.code == .transactionPooler {
+        guard let listenURL, listenURL != target.conninfo else {
+            throw ConfigurationError(
+                "DATABASE_URL: AUTO_MIGRATE cannot migrate here: \(error.message); run `agent-service migrate` with "
+                    + "DATABASE_URL set to such a connection, or set DATABASE_LISTEN_URL to one (serve then migrates "
+                    + "over it), or set AUTO_MIGRATE=false")
+        }
+        logger.notice("DATABASE_URL is a transaction-mode pooler; applying migrations over DATABASE_LISTEN_URL")
+        do {
+            report = try await Migrator(conninfo: listenURL, logger: logger).run()
+        } catch let error as StoreError {
+            throw ConfigurationError("DATABASE_LISTEN_URL: " + error.message)
+        }
+    }
+    if !report.applied.isEmpty {
+        logger.info("applied migrations", metadata: ["versions": "\(report.applied.joined(separator: ", "))"])
     }
 }

@@ -13,6 +13,9 @@ struct BenchDatabase {
     let database: Database
     private let embedded: EmbeddedPostgres?
 
+    /// The throwaway cluster's folder (nil for a given DATABASE_URL).
+    var directory: URL? { embedded?.directory }
+
     static func start(settings: [String] = []) async throws -> BenchDatabase {
         var logger = Logger(label: "agent-bench")
         logger.logLevel = .warning
@@ -32,34 +35,15 @@ struct BenchDatabase {
             embedded: postgres)
     }
 
-    /// CPU seconds used so far by the throwaway cluster (nil for a given DATABASE_URL: its processes may not be
-    /// ours to read).
-    func cpuSeconds() -> Double? {
-        embedded.flatMap { Self.cpuSeconds(of: $0) }
-    }
-
     /// CPU seconds used so far by a cluster's postmaster and every process it started (backends, WAL writer,
-    /// checkpointer…), from /proc.
+    /// checkpointer…, exited backends included), from /proc.
     static func cpuSeconds(of cluster: EmbeddedPostgres) -> Double? {
         guard
             let pidFile = try? String(
                 contentsOf: cluster.directory.appendingPathComponent("data/postmaster.pid"), encoding: .utf8),
             let postmaster = pidFile.split(separator: "\n").first.flatMap({ Int32($0) })
         else { return nil }
-        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
-        var total = 0.0
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-            guard let pid = Int32(name), let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                let close = stat.lastIndex(of: ")")
-            else { continue }
-            // Fields after "(comm)": state ppid … utime (14th field overall) stime (15th).
-            let fields = stat[stat.index(after: close)...].split(separator: " ")
-            guard fields.count > 12, let ppid = Int32(fields[1]), pid == postmaster || ppid == postmaster,
-                let utime = Double(fields[11]), let stime = Double(fields[12])
-            else { continue }
-            total += (utime + stime) / ticks
-        }
-        return total
+        return processTreeCPU(postmaster)
     }
 
     /// Stops and removes a throwaway cluster (a given DATABASE_URL is left alone).

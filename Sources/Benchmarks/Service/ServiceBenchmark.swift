@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import TestSupport
 import ThreadStore
 
 #if canImport(Glibc)
@@ -53,6 +54,15 @@ struct ServiceBenchmark: AsyncParsableCommand {
         help: "An extra postgresql.conf line for the throwaway cluster, e.g. 'synchronous_commit = off' (repeatable).")
     var postgresSetting: [String] = []
 
+    @Option(help: "agent-service instances on the one database (load spread round-robin, or through --proxy).")
+    var instances = 1
+
+    @Flag(help: "Put PgBouncer (pool_mode = transaction) between the instances and Postgres; LISTEN stays direct.")
+    var pooler = false
+
+    @Flag(help: "Put nginx (round-robin, proxy_buffering off) in front of the instances.")
+    var proxy = false
+
     func run() async throws {
         let wanted = levels.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         let largest = wanted.max() ?? 1
@@ -64,8 +74,9 @@ struct ServiceBenchmark: AsyncParsableCommand {
             "# machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB; open-file limit raised to \(limit)"
         )
 
-        let topology = try await BenchTopology.start(
-            binary: binary, benchBinary: benchBinary ?? CommandLine.arguments[0],
+        let topology = try await FleetTopology.start(
+            instances: max(1, instances), pooler: pooler, proxy: proxy, maxStreams: largest, binary: binary,
+            benchBinary: benchBinary ?? CommandLine.arguments[0],
             stubArguments: ["--first-ms", "\(firstMs)", "--interval-ms", "\(intervalMs)", "--deltas", "\(deltas)"],
             postgresSettings: postgresSetting,
             environment: [
@@ -73,61 +84,98 @@ struct ServiceBenchmark: AsyncParsableCommand {
                 // The caps stay on (their cost is part of what is measured), set above the largest level.
                 "MAX_ACTIVE_TURNS": "\(max(1_000, largest * 2))", "MAX_CONNECTIONS": "\(largest * 2 + 1_000)",
             ])
-        defer { topology.stop() }
-        if !postgresSetting.isEmpty { print("# postgres settings: \(postgresSetting.joined(separator: ", "))") }
-        let (database, stub, service) = (topology.database, topology.stub, topology.service)
-        let serviceStats = ProcessStats(pid: service.pid)
-        let stubStats = ProcessStats(pid: stub.pid)
-        let selfStats = ProcessStats.current
-
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        do {
+            if !postgresSetting.isEmpty { print("# postgres settings: \(postgresSetting.joined(separator: ", "))") }
+            let fleetMode = instances > 1 || pooler || proxy
+            if fleetMode {
+                print(
+                    "# \(topology.services.count) instance(s)\(pooler ? ", PgBouncer transaction mode between them and Postgres (LISTEN direct)" : ", direct to Postgres")\(proxy ? ", nginx round-robin in front" : ", load spread round-robin by the client")"
+                )
+            }
+            let (database, stub) = (topology.base.database, topology.base.stub)
+            let services = topology.services
+            let ports = topology.ports
+            let serviceStats = services.map { ProcessStats(pid: $0.pid) }
+            let stubStats = ProcessStats(pid: stub.pid)
+            let selfStats = ProcessStats.current
+            let postmaster = topology.postmasterPID
+            let sidecars: [(name: String, pid: Int32)] =
+                (topology.pooler.map { [("pgbouncer", $0.pid)] } ?? []) + (topology.proxy.map { [("nginx", $0.pid)] } ?? [])
 
-        let repository = ThreadRepository(database: database.database)
 
-        // Warm up: the service opens its database connections and the first upstream connections lazily.
-        _ = try await runLevel(min(20, largest), group: group, port: service.port)
-        var breakdowns: [String] = []
-        print("")
-        print(
-            "| streams | added TTFC p50 / p90 / p99 / max (ms) | added delta gap p50 / p99 (ms) | turns/s | errors | service CPU s / 1k turns | service peak RSS (MiB) | DB round trips / turn | persisted exact |"
-        )
-        print("|---:|---|---|---:|---|---:|---:|---:|---|")
-        for level in wanted {
-            let before = try await Metrics.scrape(port: service.port)
-            let cpuBefore = serviceStats.cpuSeconds()
-            let postgresBefore = database.cpuSeconds()
-            let otherBefore = (stub: stubStats.cpuSeconds(), client: selfStats.cpuSeconds())
-            serviceStats.resetPeak()
-            let started = LoadClient.now()
-            let results = try await runLevel(level, group: group, port: service.port)
-            let elapsed = Double(LoadClient.now() - started) / 1e9
-            let cpu = serviceStats.cpuSeconds() - cpuBefore
-            let stubCPU = stubStats.cpuSeconds() - otherBefore.stub
-            let clientCPU = selfStats.cpuSeconds() - otherBefore.client
-            let after = try await Metrics.scrape(port: service.port)
-            let postgresCPU = database.cpuSeconds().flatMap { now in postgresBefore.map { now - $0 } }
-            let report = try await LevelReport(
-                level: level, results: results, elapsed: elapsed, serviceCPU: cpu,
-                peakRSS: serviceStats.peakRSS(), roundTrips: after.roundTrips - before.roundTrips,
-                repository: repository)
-            print(report.row)
-            breakdowns.append(
-                report.breakdown
-                    + String(
-                        format:
-                            "; peak concurrent streams %d; CPU over the level: service %.1f s, stub %.1f s, load client %.1f s, wall %.1f s",
-                        Self.peakConcurrency(results), cpu, stubCPU, clientCPU, elapsed)
-                    + "; inside the service, admission (parse + begin-turn) p50 \(after.admissionPercentile(50, since: before)), p99 \(after.admissionPercentile(99, since: before))"
-                    + (postgresCPU.map {
-                        String(format: "; Postgres CPU %.2f ms per turn (all its processes)", $0 * 1_000 / Double(max(1, results.count)))
-                    } ?? "")
+            let repository = ThreadRepository(database: database.database)
+
+            // Warm up: the service opens its database connections and the first upstream connections lazily.
+            _ = try await runLevel(min(20, largest), group: group, ports: ports)
+            var breakdowns: [String] = []
+            var fleetRows: [String] = []
+            print("")
+            print(
+                "| streams | added TTFC p50 / p90 / p99 / max (ms) | added delta gap p50 / p99 (ms) | turns/s | errors | service CPU s / 1k turns | service peak RSS (MiB) | DB round trips / turn | persisted exact |"
             )
-            if !report.errors.isEmpty { print("#   errors at \(level): \(report.errors)") }
+            print("|---:|---|---|---:|---|---:|---:|---:|---|")
+            for level in wanted {
+                var before: [Metrics.Sample] = []
+                for service in services { before.append(try await Metrics.scrape(port: service.port)) }
+                let cpusBefore = serviceStats.map { $0.cpuSeconds() }
+                let postgresBefore = postmaster.map(processTreeCPU) ?? 0
+                let sidecarsBefore = sidecars.map { processTreeCPU($0.pid) }
+                let otherBefore = (stub: stubStats.cpuSeconds(), client: selfStats.cpuSeconds())
+                for stats in serviceStats { stats.resetPeak() }
+                let started = LoadClient.now()
+                let results = try await runLevel(level, group: group, ports: ports)
+                let elapsed = Double(LoadClient.now() - started) / 1e9
+                let cpus = zip(serviceStats, cpusBefore).map { $0.cpuSeconds() - $1 }
+                let cpu = cpus.reduce(0, +)
+                let postgresCPU = (postmaster.map(processTreeCPU) ?? 0) - postgresBefore
+                let sidecarCPU = zip(sidecars, sidecarsBefore).map { processTreeCPU($0.pid) - $1 }
+                let stubCPU = stubStats.cpuSeconds() - otherBefore.stub
+                let clientCPU = selfStats.cpuSeconds() - otherBefore.client
+                var after: [Metrics.Sample] = []
+                for service in services { after.append(try await Metrics.scrape(port: service.port)) }
+                let trips = zip(after, before).map { $0.roundTrips - $1.roundTrips }.reduce(0, +)
+                let report = try await LevelReport(
+                    level: level, results: results, elapsed: elapsed, serviceCPU: cpu,
+                    peakRSS: serviceStats.map { $0.peakRSS() }.max() ?? 0, roundTrips: trips,
+                    repository: repository)
+                let completed = Double(results.filter(\.done).count)
+                let perThousand = { (seconds: Double) in
+                    completed > 0 ? String(format: "%.2f", seconds / completed * 1_000) : "-"
+                }
+                let share = cpus.map { String(format: "%.0f%%", cpu > 0 ? $0 / cpu * 100 : 0) }.joined(separator: " / ")
+                fleetRows.append(
+                    "| \(level) | \(cpus.map(perThousand).joined(separator: " / ")) | \(share) | \(postmaster == nil ? "n/a" : perThousand(postgresCPU)) | \(zip(sidecars, sidecarCPU).map { "\($0.name) \(perThousand($1))" }.joined(separator: ", ").ifEmpty("-")) |"
+                )
+                let (service, firstBefore, firstAfter) = (services[0], before[0], after[0])
+                _ = service
+                print(report.row)
+                breakdowns.append(
+                    report.breakdown
+                        + String(
+                            format:
+                                "; peak concurrent streams %d; CPU over the level: service %.1f s, stub %.1f s, load client %.1f s, wall %.1f s",
+                            Self.peakConcurrency(results), cpu, stubCPU, clientCPU, elapsed)
+                        + "; inside the\(services.count > 1 ? " first" : "") service, admission (parse + begin-turn) p50 \(firstAfter.admissionPercentile(50, since: firstBefore)), p99 \(firstAfter.admissionPercentile(99, since: firstBefore))"
+                )
+                if !report.errors.isEmpty { print("#   errors at \(level): \(report.errors)") }
+            }
+            print("")
+            for line in breakdowns { print(line) }
+            if fleetMode {
+                print("")
+                print(
+                    "| streams | CPU s / 1k turns, per instance | share of the instances' CPU | Postgres CPU s / 1k turns | pooler / proxy CPU s / 1k turns |"
+                )
+                print("|---:|---|---|---:|---|")
+                for row in fleetRows { print(row) }
+            }
+        } catch {
+            await topology.stop()
+            try await group.shutdownGracefully()
+            throw error
         }
-        print("")
-        for line in breakdowns { print(line) }
-        service.terminate()
-        stub.terminate()
+        await topology.stop()
         try await group.shutdownGracefully()
     }
 
@@ -149,7 +197,9 @@ struct ServiceBenchmark: AsyncParsableCommand {
     }
 
     /// Runs `level` concurrent conversations of `turnsPerThread` turns and returns every stream's result.
-    private func runLevel(_ level: Int, group: MultiThreadedEventLoopGroup, port: Int) async throws -> [StreamResult] {
+    private func runLevel(_ level: Int, group: MultiThreadedEventLoopGroup, ports: [Int]) async throws
+        -> [StreamResult]
+    {
         // Open streams in batches every 10 ms (a sleep per stream would be limited by timer granularity).
         let batch = burst ? level : max(1, rampPerSecond / 100)
         return try await withThrowingTaskGroup(of: [StreamResult].self) { tasks in
@@ -158,6 +208,7 @@ struct ServiceBenchmark: AsyncParsableCommand {
                 let thread = "bench-\(UUID().uuidString.prefix(13).lowercased())-\(index)"
                 let turns = turnsPerThread
                 tasks.addTask {
+                    // Without a proxy, conversation i goes to instance i mod N; its later turns to the next ones.
                     var results: [StreamResult] = []
                     for turn in 1...turns {
                         let body = try JSONSerialization.data(withJSONObject: [
@@ -167,7 +218,7 @@ struct ServiceBenchmark: AsyncParsableCommand {
                         var buffer = ByteBuffer()
                         buffer.writeBytes(body)
                         var result = try await LoadClient.stream(
-                            group: group, host: "127.0.0.1", port: port, body: buffer
+                            group: group, host: "127.0.0.1", port: ports[(index + turn - 1) % ports.count], body: buffer
                         ).get()
                         result.userID = user
                         results.append(result)
@@ -277,4 +328,8 @@ enum Metrics {
         }
         return Sample(roundTrips: trips, admission: admission)
     }
+}
+
+extension String {
+    func ifEmpty(_ replacement: String) -> String { isEmpty ? replacement : self }
 }

@@ -7,7 +7,7 @@ public struct StoreError: Error, Sendable, CustomStringConvertible, CustomDebugS
     public struct Code: Sendable, Hashable, CustomStringConvertible {
         enum Base: String, Sendable {
             case threadBusy, notFound, leaseLost, invalidText, invalidArgument, connectionFailed, connectionLost
-            case server, migration, embeddedPostgres, closed, timeout, overloaded
+            case server, migration, transactionPooler, embeddedPostgres, closed, timeout, overloaded
         }
         let base: Base
         init(_ base: Base) { self.base = base }
@@ -30,6 +30,9 @@ public struct StoreError: Error, Sendable, CustomStringConvertible, CustomDebugS
         public static let server = Code(.server)
         /// Applying or checking migrations failed.
         public static let migration = Code(.migration)
+        /// The connection goes through a transaction-mode pooler (PgBouncer `pool_mode = transaction`, Supabase's
+        /// port 6543), where session state such as the migration lock does not hold; nothing was changed.
+        public static let transactionPooler = Code(.transactionPooler)
         /// The embedded local PostgreSQL cluster could not be set up or started.
         public static let embeddedPostgres = Code(.embeddedPostgres)
         /// The database pool was closed.

@@ -7,7 +7,9 @@ public import Logging
 /// transaction), creates its bookkeeping only while holding the lock (`supabase_migrations.schema_migrations` exactly
 /// as the CLI does, plus the sidecar `supabase_migrations.agent_service_migrations` with SHA-256 checksums), and
 /// applies each pending file in its own transaction. It refuses to run when an applied file was edited.
-/// Connect directly or through a session pooler: session advisory locks do not survive transaction pooling.
+/// Connect directly or through a session pooler: session advisory locks do not survive transaction pooling. A
+/// transaction-mode pooler is refused before anything is locked or written, whatever its port (see
+/// `refuseTransactionPooler(on:)`).
 public struct Migrator: Sendable {
     /// The migrations to apply, sorted by version.
     public var migrations: [Migration]
@@ -56,7 +58,10 @@ public struct Migrator: Sendable {
     public func run() async throws -> Report {
         try checkLocalFiles()
         try Self.refuseTransactionPooler(conninfo)
-        return try await withDedicatedConnection { connection in try self.apply(on: connection) }
+        return try await withDedicatedConnection { connection in
+            try self.refuseTransactionPooler(on: connection)
+            return try self.apply(on: connection)
+        }
     }
 
     /// Each local and recorded version with its state; reads without taking the lock and changes nothing.
@@ -239,13 +244,41 @@ public struct Migrator: Sendable {
         }
     }
 
+    /// The refusal both checks give: one line saying what is wrong and what to do.
+    static func poolerRefusal(_ evidence: String) -> StoreError {
+        StoreError(
+            .transactionPooler,
+            "this connection goes through a transaction-mode pooler (\(evidence)), where the migration lock does not "
+                + "hold; run migrations over a direct connection or a session-mode pooler (Supabase: port 5432)")
+    }
+
+    /// Supabase's transaction pooler by its port, before connecting.
     static func refuseTransactionPooler(_ conninfo: String) throws {
         guard let parsed = Connector.parse(conninfo) else { return }
         if parsed["port"]?.split(separator: ",").contains("6543") == true {
-            throw StoreError(
-                .migration,
-                "port 6543 is Supabase's transaction pooler, where migration locks do not hold; use the direct "
-                    + "connection or the session pooler (port 5432)")
+            throw poolerRefusal("port 6543 is Supabase's transaction pooler")
+        }
+    }
+
+    /// Any transaction-mode pooler, by what it does: it hands one server backend to different client connections
+    /// in turn, and may move one client connection between backends. A second client connection is opened next to
+    /// `connection` and both ask for `pg_backend_pid()` a few times; over a direct or session-mode connection each
+    /// client keeps its own backend, so the pids never repeat across them and never change within one.
+    func refuseTransactionPooler(on connection: DatabaseConnection) throws {
+        let configuration = DatabaseConfiguration(
+            conninfo: conninfo, poolSize: 1, applicationName: "agent-service-migrate")
+        let other = try Connector.open(configuration, counters: DatabaseCounters())
+        func backend(_ on: DatabaseConnection) throws -> Int? {
+            try on.query("SELECT pg_backend_pid()").int(0, 0)
+        }
+        guard let first = try backend(connection) else { return }
+        for _ in 0..<4 {
+            if let seen = try backend(other), seen == first {
+                throw Self.poolerRefusal("two client connections were served by the same server backend")
+            }
+            if let again = try backend(connection), again != first {
+                throw Self.poolerRefusal("one client connection was moved between server backends")
+            }
         }
     }
 
