@@ -19,7 +19,8 @@ extension FleetTests {
             var streams: [(thread: String, stream: EventStream, reader: EventReader, seen: [ReceivedEvent])] = []
             for index in 0..<6 {
                 let stream = try await Self.open(
-                    fleet.proxyPort, "[[stub:slow 200ms x 100]] long reply \(index)", user: user, thread: "long-\(index)")
+                    // 40 s of reply: the kill comes well before the end even when checkpoints are slow to appear.
+                    fleet.proxyPort, "[[stub:slow 200ms x 200]] long reply \(index)", user: user, thread: "long-\(index)")
                 streams.append(("long-\(index)", stream, stream.reader(), []))
             }
             for index in streams.indices { streams[index].seen += await streams[index].reader.untilFirstChunk() }

@@ -19,6 +19,8 @@ final class TurnSupervisor: Service, Sendable {
     private struct State {
         var slots: [UUID: TurnSlot] = [:]
         var draining = false
+        /// Set once draining found nothing admitted: the run loop ends and no turn can be launched any more.
+        var closed = false
         var idleWaiters: [CheckedContinuation<Void, Never>] = []
         /// Turns admitted and not yet finished (beginning in the database, or running), in all and per user.
         var admitted = 0
@@ -100,13 +102,15 @@ final class TurnSupervisor: Service, Sendable {
 
     /// Starts `operation` as a supervised turn, with the admission `admit` gave, and returns its slot.
     ///
-    /// Returns nil (and releases the admission) when the service is shutting down.
+    /// A turn admitted before shutdown began is still launched while the service drains (its row is written; it
+    /// gets the grace period like every running turn). Returns nil (and releases the admission) only when the
+    /// supervisor has already stopped running turns.
     func launch(
         turnID: UUID, userID: UUID, threadID: String, operation: @escaping @Sendable (TurnSlot) async -> Void
     ) -> TurnSlot? {
         let slot = TurnSlot(id: turnID, userID: userID, threadID: threadID)
         let accepted = state.withLock { state -> Bool in
-            guard !state.draining else {
+            guard !state.closed else {
                 Self.release(userID, in: &state)
                 return false
             }
@@ -121,8 +125,8 @@ final class TurnSupervisor: Service, Sendable {
     private func finished(_ id: UUID) {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             if let slot = state.slots.removeValue(forKey: id) { Self.release(slot.userID, in: &state) }
+            closeIfDrained(&state)
             guard state.slots.isEmpty else { return [] }
-            if state.draining { jobQueue.finish() }
             defer { state.idleWaiters = [] }
             return state.idleWaiters
         }
@@ -182,7 +186,17 @@ final class TurnSupervisor: Service, Sendable {
 
     /// Gives back an admission that did not become a running turn.
     func release(userID: UUID) {
-        state.withLock { Self.release(userID, in: &$0) }
+        state.withLock { state in
+            Self.release(userID, in: &state)
+            closeIfDrained(&state)
+        }
+    }
+
+    /// Ends the run loop once shutdown has begun and no turn is admitted (none beginning, none running).
+    private func closeIfDrained(_ state: inout State) {
+        guard state.draining, !state.closed, state.admitted == 0 else { return }
+        state.closed = true
+        jobQueue.finish()
     }
 
     private static func release(_ userID: UUID, in state: inout State) {
@@ -199,9 +213,11 @@ final class TurnSupervisor: Service, Sendable {
     /// Refuses new turns from now on, and interrupts whatever still runs after `grace`. Only the first call counts.
     func beginShutdown(grace: Duration) {
         let (first, running) = state.withLock { state -> (Bool, Int) in
-            defer { state.draining = true }
-            if !state.draining, state.slots.isEmpty { jobQueue.finish() }
-            return (!state.draining, state.slots.count)
+            let first = !state.draining
+            state.draining = true
+            closeIfDrained(&state)
+            // Turns still beginning in the database count: they are launched and get the grace period too.
+            return (first, state.admitted)
         }
         guard first else { return }
         logger.notice(
