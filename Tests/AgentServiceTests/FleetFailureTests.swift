@@ -15,12 +15,13 @@ extension FleetTests {
     func instanceDies() async throws {
         try await Fleet.run { fleet in
             let user = UUID()
-            // Six 20 s replies over the three instances (round-robin: two each).
+            // Six long replies over the three instances (round-robin: two each).
             var streams: [(thread: String, stream: EventStream, reader: EventReader, seen: [ReceivedEvent])] = []
             for index in 0..<6 {
                 let stream = try await Self.open(
-                    // 40 s of reply: the kill comes well before the end even when checkpoints are slow to appear.
-                    fleet.proxyPort, "[[stub:slow 200ms x 200]] long reply \(index)", user: user, thread: "long-\(index)")
+                    // Two minutes of reply: the kill comes long before the end even on a loaded machine; the
+                    // survivors are stopped afterwards rather than waited for.
+                    fleet.proxyPort, "[[stub:slow 200ms x 600]] long reply \(index)", user: user, thread: "long-\(index)")
                 streams.append(("long-\(index)", stream, stream.reader(), []))
             }
             for index in streams.indices { streams[index].seen += await streams[index].reader.untilFirstChunk() }
@@ -106,11 +107,18 @@ extension FleetTests {
             let slowest = resumed.map(\.2).max() ?? .zero
             print("fleet crash: killed instance \(victim) with \(doomed.count) turn(s); marked interrupted after \(markedAfter.map { String(format: "%.1f s", $0) } ?? "?"), resumers answered after \(slowest)")
 
-            // The survivors' streams were not disturbed.
+            // The survivors' streams were not disturbed: still streaming after all this, they end cleanly when
+            // stopped (through the proxy, so often from another instance), with exactly what they sent stored.
             for index in streams.indices where !doomed.contains(index) {
+                streams[index].seen += await streams[index].reader.untilFirstChunk()
+                let stop = try await TestHTTP.request(
+                    port: fleet.proxyPort, method: "POST",
+                    path: "/threads/\(streams[index].thread)/cancel?user_id=\(user.uuidString.lowercased())")
+                #expect(stop.status == 200)
                 streams[index].seen += await streams[index].reader.rest()
                 let events = streams[index].seen
                 #expect(events.last?.isDone == true)
+                #expect(events.last?.json["stop_reason"] as? String == "cancelled")
                 let turn = try #require(Self.turnID(events))
                 #expect(try await fleet.repository.turn(userID: user, id: turn)?.reply == events.compactMap(\.chunk).joined())
             }

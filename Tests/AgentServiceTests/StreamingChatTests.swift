@@ -32,7 +32,8 @@ struct StreamingChatTests {
             // its successor, shortening one or two gaps; a service that buffered would shorten nearly all of them.
             let gaps = zip(arrivals.dropFirst(), arrivals).map { $0 - $1 }
             let paced = gaps.filter { $0 > .milliseconds(150) }.count
-            #expect(paced >= chunks.count - 3, "chunks arrived in bunches (gaps \(gaps))")
+            // A buffering service shortens every gap; a stalled machine only some.
+            #expect(paced >= chunks.count - 4, "chunks arrived in bunches (gaps \(gaps))")
             #expect(events.last?.isDone == true)
         }
     }
