@@ -75,7 +75,8 @@ struct StalledDatabaseTests {
                 return try await group.reduce(into: []) { $0.append($1) }
             }
             #expect(statuses.allSatisfy { $0 == 503 })
-            #expect(ContinuousClock.now - burstStart < .seconds(8))
+            // Checks that waited for one another would take 20 × 2 s; the margin is for a loaded machine.
+            #expect(ContinuousClock.now - burstStart < .seconds(15))
 
             cluster.thaw()
             #expect(
