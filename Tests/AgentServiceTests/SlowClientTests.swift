@@ -86,7 +86,8 @@ struct SlowClientTests {
             stub: StubConfiguration(deltaInterval: .milliseconds(100), deltaCount: 40),
             configure: {
                 $0.maxConnections = 8
-                $0.requestReadTimeoutSeconds = 2
+                // The flood is held for 4 + 2 s: time for a loaded machine to accept all of it before the check.
+                $0.requestReadTimeoutSeconds = 4
             }
         ) { service in
             let stream = try await TestHTTP.openEventStream(
@@ -99,7 +100,8 @@ struct SlowClientTests {
                 connection.send("GET /heal")
                 flood.append(connection)
             }
-            try await Task.sleep(for: .milliseconds(200))
+            // Let the server accept every flood connection (under load it may take a while) before the probe.
+            try await Task.sleep(for: .milliseconds(1_200))
             let port = service.port
             let answered = Mutex(false)
             let health = Task {
