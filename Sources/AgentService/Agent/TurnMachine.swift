@@ -221,17 +221,13 @@ struct TurnMachine: Sendable {
                     return [finishUnstored(persisting.ending)]
                 }
                 let delay = backoff(after: persisting.attempt)
-                guard now + delay < persisting.deadline else {
-                    state = .spooling(persisting.ending)
-                    return [.spool(persisting.ending)]
-                }
+                guard now + delay < persisting.deadline else { return spool(persisting.ending) }
                 state = .awaitingPersistRetry(persisting)
                 return [.schedulePersistRetry(after: delay)]
             case .shutdown:
                 return shorten(&persisting, at: now, retrying: false)
             case .persistDeadlinePassed:
-                state = .spooling(persisting.ending)
-                return [.spool(persisting.ending)]
+                return spool(persisting.ending)
             default:
                 return []
             }
@@ -245,8 +241,7 @@ struct TurnMachine: Sendable {
             case .shutdown:
                 return shorten(&persisting, at: now, retrying: true)
             case .persistDeadlinePassed:
-                state = .spooling(persisting.ending)
-                return [.spool(persisting.ending)]
+                return spool(persisting.ending)
             default:
                 return []
             }
@@ -271,6 +266,11 @@ struct TurnMachine: Sendable {
         var actions: [Action] = [.persist(ending, timeout: attemptTimeout(until: deadline, at: now))]
         if let shutdownDeadline { actions.append(.schedulePersistDeadline(after: max(shutdownDeadline - now, .zero))) }
         return actions
+    }
+
+    private mutating func spool(_ ending: Ending) -> [Action] {
+        state = .spooling(ending)
+        return [.spool(ending)]
     }
 
     /// Shutdown while the ending is being written: the deadline moves to the shutdown budget, with a timer for it
@@ -311,13 +311,7 @@ struct TurnMachine: Sendable {
     private func finishSpooled(_ ending: Ending) -> Action {
         switch ending.status {
         case .completed:
-            return .finish(
-                .error(
-                    TurnFailureInfo(
-                        type: "persistence_delayed",
-                        message:
-                            "The reply was received, but the database is unavailable; it is kept by the service and stored when the database is back.",
-                        retryable: false)), outcome: "spooled")
+            return .finish(.error(Self.persistenceDelayed), outcome: "spooled")
         case .cancelled: return .finish(.done(stopReason: "cancelled"), outcome: "spooled")
         default: return .finish(.error(ending.failure ?? Self.internalFailure), outcome: "spooled")
         }
@@ -326,12 +320,7 @@ struct TurnMachine: Sendable {
     private func finishUnstored(_ ending: Ending) -> Action {
         switch ending.status {
         case .completed, .cancelled:
-            return .finish(
-                .error(
-                    TurnFailureInfo(
-                        type: "persistence_failed",
-                        message: "The reply was received but could not be saved; the database is unavailable.",
-                        retryable: true)), outcome: "persist_failed")
+            return .finish(.error(Self.persistenceFailed), outcome: "persist_failed")
         default:
             return .finish(.error(ending.failure ?? Self.internalFailure), outcome: "persist_failed")
         }
@@ -344,6 +333,16 @@ struct TurnMachine: Sendable {
         failure: TurnFailureInfo(
             type: "interrupted", message: "The service is shutting down; the partial reply was saved.",
             retryable: true))
+
+    static let persistenceDelayed = TurnFailureInfo(
+        type: "persistence_delayed",
+        message:
+            "The reply was received, but the database is unavailable; it is kept by the service and stored when the database is back.",
+        retryable: false)
+
+    static let persistenceFailed = TurnFailureInfo(
+        type: "persistence_failed",
+        message: "The reply was received but could not be saved; the database is unavailable.", retryable: true)
 
     static let leaseLostInfo = TurnFailureInfo(
         type: "lease_lost",
