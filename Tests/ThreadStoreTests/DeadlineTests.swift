@@ -93,14 +93,19 @@ struct DeadlineTests {
 
     @Test("with poolSize 1 and maxWaiters 2, the fourth concurrent caller fails at once with a transient error")
     func waiterQueueIsBounded() async throws {
-        let (_, database) = try await TestPostgres.freshDatabase(poolSize: 1) { $0.maxWaiters = 2 }
+        // The queued callers may wait far longer than the holder holds, so only the fourth caller can fail.
+        let (_, database) = try await TestPostgres.freshDatabase(poolSize: 1) {
+            $0.maxWaiters = 2
+            $0.acquireTimeout = .seconds(30)
+        }
         final class Flag: Sendable { let raised = Atomic<Bool>(false) }
         let holding = Flag()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 _ = try await database.withConnection { connection in
                     holding.raised.store(true, ordering: .relaxed)
-                    // Held long enough that a loaded machine still queues both waiters behind it.
+                    // Held long enough that a loaded machine still queues both waiters behind it, and well
+                    // inside their 30 s wait.
                     return try connection.query("SELECT pg_sleep(5)")
                 }
             }
