@@ -16,7 +16,9 @@ struct BenchDatabase {
     /// The throwaway cluster's folder (nil for a given DATABASE_URL).
     var directory: URL? { embedded?.directory }
 
-    static func start(settings: [String] = []) async throws -> BenchDatabase {
+    /// - Parameter statementStatistics: load `pg_stat_statements` (nested statements and planning tracked too) in a
+    ///   throwaway cluster, for `statementCounts()`.
+    static func start(settings: [String] = [], statementStatistics: Bool = false) async throws -> BenchDatabase {
         var logger = Logger(label: "agent-bench")
         logger.logLevel = .warning
         if let url = ProcessInfo.processInfo.environment["DATABASE_URL"], !url.isEmpty {
@@ -25,14 +27,41 @@ struct BenchDatabase {
                 embedded: nil)
         }
         let directory = URL(fileURLWithPath: "/tmp/agent-bench-\(getpid())/postgres")
+        let statistics =
+            statementStatistics
+            ? [
+                "shared_preload_libraries = 'pg_stat_statements'", "pg_stat_statements.track = all",
+                "pg_stat_statements.track_planning = on",
+            ] : []
         let postgres = EmbeddedPostgres(
-            directory: directory, databaseName: "agent_bench", extraSettings: ["max_connections = 200"] + settings,
-            logger: logger)
+            directory: directory, databaseName: "agent_bench",
+            extraSettings: ["max_connections = 200"] + statistics + settings, logger: logger)
         let conninfo = try await postgres.startDetached()
-        return BenchDatabase(
-            conninfo: conninfo,
-            database: Database(configuration: .init(conninfo: conninfo, poolSize: 4), logger: logger),
-            embedded: postgres)
+        let database = Database(configuration: .init(conninfo: conninfo, poolSize: 4), logger: logger)
+        if statementStatistics {
+            _ = try await database.withConnection { try $0.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements") }
+        }
+        return BenchDatabase(conninfo: conninfo, database: database, embedded: postgres)
+    }
+
+    /// Statements Postgres ran since the last call: top level (what the service sent), nested (inside functions),
+    /// and plans made; nil without `pg_stat_statements`. Resets the counts.
+    func statementCounts() async -> (topLevel: Int, nested: Int, plans: Int)? {
+        guard embedded != nil else { return nil }
+        let result = try? await database.withConnection {
+            let counts = try $0.query(
+                """
+                SELECT coalesce(sum(calls) FILTER (WHERE toplevel), 0), coalesce(sum(calls) FILTER (WHERE NOT toplevel), 0),
+                    coalesce(sum(plans), 0)
+                FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%'
+                """)
+            _ = try $0.query("SELECT pg_stat_statements_reset()")
+            return counts
+        }
+        guard let result, let top = result.int(0, 0), let nested = result.int(0, 1), let plans = result.int(0, 2) else {
+            return nil
+        }
+        return (top, nested, plans)
     }
 
     /// CPU seconds used so far by a cluster's postmaster and every process it started (backends, WAL writer,

@@ -10,9 +10,10 @@ struct BenchTopology {
     ///   - environment: added to the service's (limits, pool size, log level overrides).
     static func start(
         binary: String, benchBinary: String, stubArguments: [String] = [], postgresSettings: [String] = [],
-        environment: [String: String] = [:]
+        statementStatistics: Bool = false, environment: [String: String] = [:]
     ) async throws -> BenchTopology {
-        let database = try await BenchDatabase.start(settings: postgresSettings)
+        let database = try await BenchDatabase.start(
+            settings: postgresSettings, statementStatistics: statementStatistics)
         let stub: ChildProcess
         do {
             stub = try await ChildProcess.start(

@@ -18,13 +18,14 @@ struct FleetTopology {
 
     static func start(
         instances: Int, pooler usePooler: Bool, proxy useProxy: Bool, maxStreams: Int, binary: String,
-        benchBinary: String, stubArguments: [String], postgresSettings: [String], environment: [String: String]
+        benchBinary: String, stubArguments: [String], postgresSettings: [String], statementStatistics: Bool = false,
+        environment: [String: String]
     ) async throws -> FleetTopology {
         // The first instance comes up with BenchTopology on the direct connection (it migrates); the pooler is put
         // in front for the others, and the first is started again through it.
         let base = try await BenchTopology.start(
             binary: binary, benchBinary: benchBinary, stubArguments: stubArguments, postgresSettings: postgresSettings,
-            environment: environment)
+            statementStatistics: statementStatistics, environment: environment)
         var pooler: PgBouncer?
         var proxy: Nginx?
         var services: [ChildProcess] = []

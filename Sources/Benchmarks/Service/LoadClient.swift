@@ -10,6 +10,8 @@ struct StreamResult: Sendable {
     /// Monotonic nanoseconds (`DispatchTime.uptimeNanoseconds`, the clock the stub stamps deltas with).
     var requestSent: UInt64 = 0
     var firstChunkAt: UInt64?
+    /// When the response head arrived.
+    var headersAt: UInt64?
     /// The stub's stamp on the first delta and its arrival time of the request.
     var firstDeltaStamp: UInt64?
     var stubReceivedStamp: UInt64?
@@ -24,6 +26,15 @@ struct StreamResult: Sendable {
     var finishedAt: UInt64 = 0
 }
 
+/// What the load client speaks: the service's `POST /query_stream`, or Claude's own `POST /v1/messages` (the relay
+/// baseline: nginx between the client and the stub, moving the same stream byte for byte).
+enum StreamWire: Sendable {
+    case service
+    case claude
+
+    var path: String { self == .service ? "/query_stream" : "/v1/messages" }
+}
+
 /// Drives many concurrent `POST /query_stream` requests on one event loop and parses SSE incrementally.
 ///
 /// Built on SwiftNIO so that the load generator itself stays cheap at 10,000 concurrent streams: one thread, no
@@ -33,7 +44,7 @@ enum LoadClient {
 
     /// Opens one stream; the future completes when the response ends (or fails).
     static func stream(
-        group: any EventLoopGroup, host: String, port: Int, body: ByteBuffer
+        group: any EventLoopGroup, host: String, port: Int, body: ByteBuffer, wire: StreamWire = .service
     ) -> EventLoopFuture<StreamResult> {
         let loop = group.next()
         let promise = loop.makePromise(of: StreamResult.self)
@@ -44,7 +55,7 @@ enum LoadClient {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(
-                        SSEStreamHandler(host: host, body: body, promise: promise))
+                        SSEStreamHandler(host: host, body: body, wire: wire, promise: promise))
                 }
             }
         bootstrap.connect(host: host, port: port).whenFailure { error in
@@ -64,23 +75,29 @@ final class SSEStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private let host: String
     private let body: ByteBuffer
+    private let wire: StreamWire
     private let promise: EventLoopPromise<StreamResult>
     private var result = StreamResult()
     private var pending: [UInt8] = []
     private var finished = false
 
-    init(host: String, body: ByteBuffer, promise: EventLoopPromise<StreamResult>) {
+    init(host: String, body: ByteBuffer, wire: StreamWire, promise: EventLoopPromise<StreamResult>) {
         self.host = host
         self.body = body
+        self.wire = wire
         self.promise = promise
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/query_stream")
+        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: wire.path)
         head.headers.add(name: "Host", value: host)
         head.headers.add(name: "Content-Type", value: "application/json")
         head.headers.add(name: "Accept", value: "text/event-stream")
         head.headers.add(name: "Content-Length", value: String(body.readableBytes))
+        if wire == .claude {
+            head.headers.add(name: "x-api-key", value: "bench")
+            head.headers.add(name: "anthropic-version", value: "2023-06-01")
+        }
         result.requestSent = LoadClient.now()
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
@@ -91,6 +108,7 @@ final class SSEStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
         switch unwrapInboundIn(data) {
         case .head(let head):
             result.status = Int(head.status.code)
+            result.headersAt = LoadClient.now()
             if head.status != .ok { result.error = "http \(head.status.code)" }
         case .body(let buffer):
             let arrival = LoadClient.now()
@@ -149,27 +167,51 @@ final class SSEStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
             result.error = "unparseable event"
             return
         }
+        if wire == .claude {
+            handleClaude(object, arrival: arrival)
+            return
+        }
         if let chunk = object["chunk"] as? String {
-            if result.firstChunkAt == nil { result.firstChunkAt = arrival }
-            var text = Substring(chunk)
-            // The stub stamps deltas: "[rx:<ns>]" (first delta only) and "[ts:<ns>]".
-            while text.hasPrefix("[rx:") || text.hasPrefix("[ts:"), let close = text.firstIndex(of: "]") {
-                let value = UInt64(text[text.index(text.startIndex, offsetBy: 4)..<close]) ?? 0
-                if text.hasPrefix("[rx:") {
-                    result.stubReceivedStamp = value
-                } else {
-                    if result.firstDeltaStamp == nil { result.firstDeltaStamp = value }
-                    result.deltaDelays.append(Int64(arrival) - Int64(value))
-                }
-                text = text[text.index(after: close)...]
-            }
-            result.text += chunk
+            chunkArrived(chunk, arrival: arrival)
         } else if object["done"] as? Bool == true {
             result.done = true
             result.turnID = object["turn_id"] as? String
             result.threadID = object["thread_id"] as? String
         } else if let error = object["error"] as? [String: Any] {
             result.error = "event: \(error["type"] as? String ?? "unknown")"
+        }
+    }
+
+    /// A text chunk: the stub stamps deltas "[rx:<ns>]" (first delta only) and "[ts:<ns>]".
+    private func chunkArrived(_ chunk: String, arrival: UInt64) {
+        if result.firstChunkAt == nil { result.firstChunkAt = arrival }
+        var text = Substring(chunk)
+        while text.hasPrefix("[rx:") || text.hasPrefix("[ts:"), let close = text.firstIndex(of: "]") {
+            let value = UInt64(text[text.index(text.startIndex, offsetBy: 4)..<close]) ?? 0
+            if text.hasPrefix("[rx:") {
+                result.stubReceivedStamp = value
+            } else {
+                if result.firstDeltaStamp == nil { result.firstDeltaStamp = value }
+                result.deltaDelays.append(Int64(arrival) - Int64(value))
+            }
+            text = text[text.index(after: close)...]
+        }
+        result.text += chunk
+    }
+
+    /// Claude's own events, as the stub sends them (the relay baseline): text deltas, then `message_stop`.
+    private func handleClaude(_ object: [String: Any], arrival: UInt64) {
+        switch object["type"] as? String {
+        case "content_block_delta":
+            if let delta = object["delta"] as? [String: Any], let text = delta["text"] as? String {
+                chunkArrived(text, arrival: arrival)
+            }
+        case "message_stop":
+            result.done = true
+        case "error":
+            result.error = "event: error"
+        default:
+            break
         }
     }
 }

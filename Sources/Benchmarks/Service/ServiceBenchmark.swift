@@ -63,6 +63,17 @@ struct ServiceBenchmark: AsyncParsableCommand {
     @Flag(help: "Put nginx (round-robin, proxy_buffering off) in front of the instances.")
     var proxy = false
 
+    @Flag(
+        help:
+            "After each level, run it again through nginx alone relaying the stub's own stream byte for byte (the physical-limit anchor), and report the service's cost as a ratio to it."
+    )
+    var relayBaseline = false
+
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Load pg_stat_statements in the throwaway cluster and report statements and plans per turn.")
+    var statements = true
+
     func run() async throws {
         let wanted = levels.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         let largest = wanted.max() ?? 1
@@ -78,7 +89,7 @@ struct ServiceBenchmark: AsyncParsableCommand {
             instances: max(1, instances), pooler: pooler, proxy: proxy, maxStreams: largest, binary: binary,
             benchBinary: benchBinary ?? CommandLine.arguments[0],
             stubArguments: ["--first-ms", "\(firstMs)", "--interval-ms", "\(intervalMs)", "--deltas", "\(deltas)"],
-            postgresSettings: postgresSetting,
+            postgresSettings: postgresSetting, statementStatistics: statements,
             environment: [
                 "DATABASE_POOL_SIZE": "\(poolSize)", "SSE_PING_SECONDS": "15",
                 // The caps stay on (their cost is part of what is measured), set above the largest level.
@@ -110,6 +121,7 @@ struct ServiceBenchmark: AsyncParsableCommand {
             _ = try await runLevel(min(20, largest), group: group, ports: ports)
             var breakdowns: [String] = []
             var fleetRows: [String] = []
+            var anchorRows: [String] = []
             print("")
             print(
                 "| streams | added TTFC p50 / p90 / p99 / max (ms) | added delta gap p50 / p99 (ms) | turns/s | errors | service CPU s / 1k turns | service peak RSS (MiB) | DB round trips / turn | persisted exact |"
@@ -123,9 +135,11 @@ struct ServiceBenchmark: AsyncParsableCommand {
                 let sidecarsBefore = sidecars.map { processTreeCPU($0.pid) }
                 let otherBefore = (stub: stubStats.cpuSeconds(), client: selfStats.cpuSeconds())
                 for stats in serviceStats { stats.resetPeak() }
+                _ = await database.statementCounts()
                 let started = LoadClient.now()
                 let results = try await runLevel(level, group: group, ports: ports)
                 let elapsed = Double(LoadClient.now() - started) / 1e9
+                let statementCounts = await database.statementCounts()
                 let cpus = zip(serviceStats, cpusBefore).map { $0.cpuSeconds() - $1 }
                 let cpu = cpus.reduce(0, +)
                 let postgresCPU = (postmaster.map(processTreeCPU) ?? 0) - postgresBefore
@@ -159,6 +173,22 @@ struct ServiceBenchmark: AsyncParsableCommand {
                         + "; inside the\(services.count > 1 ? " first" : "") service, admission (parse + begin-turn) p50 \(firstAfter.admissionPercentile(50, since: firstBefore)), p99 \(firstAfter.admissionPercentile(99, since: firstBefore))"
                 )
                 if !report.errors.isEmpty { print("#   errors at \(level): \(report.errors)") }
+
+                let f = { (value: Double) in String(format: "%.2f", value) }
+                let perTurn = { (seconds: Double) in completed > 0 ? seconds / completed * 1_000 : .nan }
+                let serviceRow = AnchorRow(
+                    results: results, cpuPerTurn: perTurn(cpu), postgresPerTurn: postmaster.map { _ in perTurn(postgresCPU) },
+                    statements: statementCounts.map { counts in
+                        [counts.topLevel, counts.nested, counts.plans].map { f(Double($0) / max(1, completed)) }
+                            .joined(separator: " / ")
+                    })
+                if relayBaseline {
+                    let anchor = try await runRelayBaseline(level, group: group, stub: stub)
+                    anchorRows.append(serviceRow.line(level: level, name: "agent-service", anchor: anchor.cpuPerTurn))
+                    anchorRows.append(anchor.line(level: level, name: "nginx → stub", anchor: anchor.cpuPerTurn))
+                } else {
+                    anchorRows.append(serviceRow.line(level: level, name: "agent-service", anchor: nil))
+                }
             }
             print("")
             for line in breakdowns { print(line) }
@@ -169,6 +199,12 @@ struct ServiceBenchmark: AsyncParsableCommand {
             )
             print("|---:|---|---|---:|---|")
             for row in fleetRows { print(row) }
+            print("")
+            print(
+                "| streams | path | added TTFC p50 / p99 (ms) | headers p50 / p99 (ms) | errors | CPU / turn (ms) | ratio to nginx | Postgres CPU / turn (ms) | statements / turn: top level / nested / plans |"
+            )
+            print("|---:|---|---|---|---:|---:|---:|---:|---|")
+            for row in anchorRows { print(row) }
         } catch {
             await topology.stop()
             try await group.shutdownGracefully()
@@ -196,9 +232,9 @@ struct ServiceBenchmark: AsyncParsableCommand {
     }
 
     /// Runs `level` concurrent conversations of `turnsPerThread` turns and returns every stream's result.
-    private func runLevel(_ level: Int, group: MultiThreadedEventLoopGroup, ports: [Int]) async throws
-        -> [StreamResult]
-    {
+    private func runLevel(
+        _ level: Int, group: MultiThreadedEventLoopGroup, ports: [Int], wire: StreamWire = .service
+    ) async throws -> [StreamResult] {
         // Open streams in batches every 10 ms (a sleep per stream would be limited by timer granularity).
         let batch = burst ? level : max(1, rampPerSecond / 100)
         return try await withThrowingTaskGroup(of: [StreamResult].self) { tasks in
@@ -210,14 +246,21 @@ struct ServiceBenchmark: AsyncParsableCommand {
                     // Without a proxy, conversation i goes to instance i mod N; its later turns to the next ones.
                     var results: [StreamResult] = []
                     for turn in 1...turns {
-                        let body = try JSONSerialization.data(withJSONObject: [
-                            "question": "benchmark question \(turn) of conversation \(index)", "user_id": user,
-                            "user_timezone": "UTC", "thread_id": thread,
-                        ])
+                        let question = "benchmark question \(turn) of conversation \(index)"
+                        let body = try JSONSerialization.data(
+                            withJSONObject: wire == .service
+                                ? [
+                                    "question": question, "user_id": user, "user_timezone": "UTC", "thread_id": thread,
+                                ]
+                                : [
+                                    "model": "claude-bench", "max_tokens": 1_024, "stream": true,
+                                    "messages": [["role": "user", "content": question]],
+                                ])
                         var buffer = ByteBuffer()
                         buffer.writeBytes(body)
                         var result = try await LoadClient.stream(
-                            group: group, host: "127.0.0.1", port: ports[(index + turn - 1) % ports.count], body: buffer
+                            group: group, host: "127.0.0.1", port: ports[(index + turn - 1) % ports.count], body: buffer,
+                            wire: wire
                         ).get()
                         result.userID = user
                         results.append(result)
@@ -231,6 +274,73 @@ struct ServiceBenchmark: AsyncParsableCommand {
             for try await results in tasks { all += results }
             return all
         }
+    }
+}
+
+extension ServiceBenchmark {
+    /// The same level through nginx alone (one worker, `proxy_buffering off`), relaying the stub's stream to the load
+    /// client byte for byte: what moving these bytes costs at the least on this machine, measured in the same run.
+    fileprivate func runRelayBaseline(_ level: Int, group: MultiThreadedEventLoopGroup, stub: ChildProcess)
+        async throws -> AnchorRow
+    {
+        let nginx = try await Nginx.start(
+            upstreams: [stub.port], readTimeoutSeconds: 60, workerConnections: level * 2 + 200)
+        do {
+            _ = try await runLevel(min(20, level), group: group, ports: [nginx.port], wire: .claude)
+            let before = processTreeCPU(nginx.pid)
+            let results = try await runLevel(level, group: group, ports: [nginx.port], wire: .claude)
+            let cpu = processTreeCPU(nginx.pid) - before
+            await nginx.stop()
+            let completed = Double(results.filter(\.done).count)
+            return AnchorRow(
+                results: results, cpuPerTurn: completed > 0 ? cpu / completed * 1_000 : .nan, postgresPerTurn: nil,
+                statements: nil)
+        } catch {
+            await nginx.stop()
+            throw error
+        }
+    }
+}
+
+/// One row of the table that puts the service beside the nginx anchor: the burst targets of issue 13.
+struct AnchorRow {
+    var ttfc: Percentiles
+    var headers: Percentiles
+    var errors: Int
+    /// Milliseconds of CPU per completed turn.
+    var cpuPerTurn: Double
+    var postgresPerTurn: Double?
+    var statements: String?
+
+    init(results: [StreamResult], cpuPerTurn: Double, postgresPerTurn: Double?, statements: String?) {
+        var added: [Double] = []
+        var headers: [Double] = []
+        var errors = 0
+        for result in results {
+            guard result.error == nil else {
+                errors += 1
+                continue
+            }
+            if let at = result.headersAt { headers.append(Double(at - result.requestSent) / 1e6) }
+            if let first = result.firstChunkAt, let stamp = result.firstDeltaStamp,
+                let received = result.stubReceivedStamp
+            {
+                added.append((Double(first - result.requestSent) - (Double(stamp) - Double(received))) / 1e6)
+            }
+        }
+        self.ttfc = Percentiles(added)
+        self.headers = Percentiles(headers)
+        self.errors = errors
+        self.cpuPerTurn = cpuPerTurn
+        self.postgresPerTurn = postgresPerTurn
+        self.statements = statements
+    }
+
+    func line(level: Int, name: String, anchor: Double?) -> String {
+        let f = { (value: Double) in String(format: "%.2f", value) }
+        let ratio = anchor.map { $0 > 0 ? String(format: "%.1f×", cpuPerTurn / $0) : "-" } ?? "-"
+        return
+            "| \(level) | \(name) | \(f(ttfc.value(50))) / \(f(ttfc.value(99))) | \(f(headers.value(50))) / \(f(headers.value(99))) | \(errors) | \(f(cpuPerTurn)) | \(ratio) | \(postgresPerTurn.map(f) ?? "-") | \(statements ?? "-") |"
     }
 }
 
