@@ -1,7 +1,9 @@
 import Foundation
+import Synchronization
 import TestSupport
 import Testing
-import ThreadStore
+
+@testable import ThreadStore
 
 @Suite(.timeLimit(.minutes(2))) struct ConnectionTests {
     @Test("a connection whose backend was terminated is replaced and the next call succeeds")
@@ -118,10 +120,20 @@ import ThreadStore
     @Test("a caller waiting for a connection can be cancelled without disturbing the pool")
     func waiterCancellation() async throws {
         let (_, database) = try await TestPostgres.freshDatabase(poolSize: 1)
-        let holder = Task { try await database.withConnection { try $0.query("SELECT pg_sleep(0.5)") } }
-        try await Task.sleep(for: .milliseconds(100))
+        // The holder keeps the slot long enough that, even on a loaded machine, the waiter is still queued when
+        // it is cancelled.
+        final class Flag: Sendable { let raised = Atomic<Bool>(false) }
+        let holding = Flag()
+        let holder = Task {
+            try await database.withConnection {
+                holding.raised.store(true, ordering: .relaxed)
+                return try $0.query("SELECT pg_sleep(3)")
+            }
+        }
+        while !holding.raised.load(ordering: .relaxed) { try await Task.sleep(for: .milliseconds(10)) }
         let waiter = Task { try await database.withConnection { try $0.query("SELECT 1") } }
-        try await Task.sleep(for: .milliseconds(50))
+        for _ in 0..<500 where database.waiterCount == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(database.waiterCount == 1)
         waiter.cancel()
         await #expect(throws: CancellationError.self) { _ = try await waiter.value }
         _ = try await holder.value

@@ -7,6 +7,8 @@ public struct ThreadRepository: Sendable {
     let database: Database
     /// Run each user's statements under row-level security as that user (always, outside benchmarks).
     let rowSecurity: Bool
+    /// Begin-turn and finish-turn calls arriving together share a round trip and a commit (group admission).
+    let batcher: StatementBatcher
 
     public init(database: Database) {
         self.init(database: database, rowSecurity: true)
@@ -16,6 +18,7 @@ public struct ThreadRepository: Sendable {
     package init(database: Database, rowSecurity: Bool) {
         self.database = database
         self.rowSecurity = rowSecurity
+        self.batcher = StatementBatcher(database: database, rowSecurity: rowSecurity)
     }
 
     /// Stores the question as a `streaming` turn (creating the thread if new, first marking an expired-lease streaming
@@ -48,7 +51,7 @@ public struct ThreadRepository: Sendable {
             """
         let result: QueryResult
         do {
-            result = try await database.withConnection { try $0.asUser(rowSecurity: rowSecurity, user, begin) }
+            result = try await batcher.run(user, begin)
         } catch let error as StoreError where error.sqlState == "23505" {
             // A concurrent begin with the same key may win either unique index (the key's, or the thread's one
             // streaming turn, whichever the insert checked first): the key's turn existing now is the answer.
@@ -132,7 +135,7 @@ public struct ThreadRepository: Sendable {
                 \(usage.cacheCreationInputTokens)::int, \(usage.cacheReadInputTokens)::int, \(firstTokenMs)::int,
                 \(latencyMs)::int, \(alsoFromInterrupted)::bool)
             """
-        let result = try await database.withConnection { try $0.asUser(rowSecurity: rowSecurity, userID, query) }
+        let result = try await batcher.run(userID, query)
         guard result.bool(0, 1) == true else { throw StoreError(.notFound, "no such turn for this user") }
         return result.bool(0, 0) == true
     }

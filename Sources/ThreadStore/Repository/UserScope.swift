@@ -44,6 +44,17 @@ extension DatabaseConnection {
         return Array(results.dropFirst())
     }
 
+    /// Runs one statement for each user in one round trip and one transaction, each under its own user's row-level
+    /// security (a later transaction-local `set_config` replaces the earlier one), and returns their results in order.
+    /// A failing statement rolls them all back and is thrown.
+    func asUsers(rowSecurity: Bool = true, _ calls: [(user: UUID, query: SQLQuery)]) throws -> [QueryResult] {
+        if calls.count == 1 { return [try asUser(rowSecurity: rowSecurity, calls[0].user, calls[0].query)] }
+        guard rowSecurity else { return try pipeline(calls.map(\.query)) }
+        let queries = calls.flatMap { [UserScope.enter($0.user, statementTimeout: statementTimeout), $0.query] }
+        let results = try pipeline(queries)
+        return stride(from: 1, to: results.count, by: 2).map { results[$0] }
+    }
+
     /// Runs one statement as `user` under row-level security (see `asUser(_:_:)`).
     func asUser(rowSecurity: Bool = true, _ user: UUID, _ query: SQLQuery) throws -> QueryResult {
         try asUser(rowSecurity: rowSecurity, user, [query])[0]
