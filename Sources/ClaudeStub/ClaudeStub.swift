@@ -71,7 +71,8 @@ public final class ClaudeStub: Sendable {
         let (ports, continuation) = AsyncStream<Int>.makeStream()
         let app = Application(
             router: router,
-            configuration: .init(address: .hostname(host, port: port), serverName: nil),
+            // A burst of new streams must not overflow the listen queue (Hummingbird defaults to 256).
+            configuration: .init(address: .hostname(host, port: port), serverName: nil, backlog: 4_096),
             onServerRunning: { channel in
                 continuation.yield(channel.localAddress?.port ?? 0)
             },

@@ -42,7 +42,7 @@ public final class Nginx: Sendable {
         \(upstreams.map { "        server 127.0.0.1:\($0) max_fails=1 fail_timeout=2s;" }.joined(separator: "\n"))
             }
             server {
-                listen 127.0.0.1:\(port);
+                listen 127.0.0.1:\(port) backlog=4096;
                 location / {
                     proxy_pass http://agents;
                     proxy_http_version 1.1;

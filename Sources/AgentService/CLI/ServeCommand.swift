@@ -123,6 +123,7 @@ struct ServeCommand: AsyncParsableCommand {
                     idleTimeout: TimeAmount.seconds(Int64(configuration.requestReadTimeoutSeconds + 2)))),
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.port), serverName: nil,
+                backlog: configuration.listenBacklog,
                 availableConnectionsDelegate: MaximumAvailableConnections(configuration.maxConnections, logger: logger)),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? configuration.port

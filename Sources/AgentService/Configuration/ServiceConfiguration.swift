@@ -78,6 +78,10 @@ struct ServiceConfiguration: Sendable {
     var maxActiveTurnsPerUser = 4
     /// `MAX_CONNECTIONS`: open client connections; beyond it new connections wait in the listen backlog.
     var maxConnections = 4_096
+    /// `LISTEN_BACKLOG`: connections the kernel queues before they are accepted (capped by `net.core.somaxconn`).
+    /// Hummingbird's default of 256 overflowed under a burst of 1,000 new streams: the dropped handshakes were
+    /// retried by the clients' kernels a second later, which was the burst's p99.
+    var listenBacklog = 4_096
     /// `REQUEST_READ_TIMEOUT_SECONDS`: a request's head and body must arrive within this; an idle keep-alive
     /// connection is closed after it too.
     var requestReadTimeoutSeconds = 10
@@ -172,6 +176,7 @@ struct ServiceConfiguration: Sendable {
         maxActiveTurnsPerUser = try Self.integer(
             env, "MAX_ACTIVE_TURNS_PER_USER", default: maxActiveTurnsPerUser, range: 1...10_000)
         maxConnections = try Self.integer(env, "MAX_CONNECTIONS", default: maxConnections, range: 1...1_000_000)
+        listenBacklog = try Self.integer(env, "LISTEN_BACKLOG", default: listenBacklog, range: 1...65_535)
         requestReadTimeoutSeconds = try Self.integer(
             env, "REQUEST_READ_TIMEOUT_SECONDS", default: requestReadTimeoutSeconds, range: 1...600)
         // Leases are renewed every third of their length; pings must come well inside that so a quiet stream is never
