@@ -122,21 +122,13 @@ import Testing
         let (_, database) = try await TestPostgres.freshDatabase(poolSize: 1)
         // The holder keeps the slot long enough that, even on a loaded machine, the waiter is still queued when
         // it is cancelled.
-        final class Flag: Sendable { let raised = Atomic<Bool>(false) }
-        let holding = Flag()
-        let holder = Task {
-            try await database.withConnection {
-                holding.raised.store(true, ordering: .relaxed)
-                return try $0.query("SELECT pg_sleep(3)")
-            }
+        try await database.whileHoldingAConnection(seconds: 3) {
+            let waiter = Task { try await database.withConnection { try $0.query("SELECT 1") } }
+            for _ in 0..<500 where database.waiterCount == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(database.waiterCount == 1)
+            waiter.cancel()
+            await #expect(throws: CancellationError.self) { _ = try await waiter.value }
         }
-        while !holding.raised.load(ordering: .relaxed) { try await Task.sleep(for: .milliseconds(10)) }
-        let waiter = Task { try await database.withConnection { try $0.query("SELECT 1") } }
-        for _ in 0..<500 where database.waiterCount == 0 { try await Task.sleep(for: .milliseconds(10)) }
-        #expect(database.waiterCount == 1)
-        waiter.cancel()
-        await #expect(throws: CancellationError.self) { _ = try await waiter.value }
-        _ = try await holder.value
         try await database.ping()
         await database.close()
     }

@@ -98,29 +98,21 @@ struct DeadlineTests {
             $0.maxWaiters = 2
             $0.acquireTimeout = .seconds(30)
         }
-        final class Flag: Sendable { let raised = Atomic<Bool>(false) }
-        let holding = Flag()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                _ = try await database.withConnection { connection in
-                    holding.raised.store(true, ordering: .relaxed)
-                    // Held long enough that a loaded machine still queues both waiters behind it, and well
-                    // inside their 30 s wait.
-                    return try connection.query("SELECT pg_sleep(5)")
+        // Held long enough that a loaded machine still queues both waiters behind it, and well inside their 30 s wait.
+        try await database.whileHoldingAConnection(seconds: 5) {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<2 {
+                    group.addTask { try await database.ping() }
                 }
-            }
-            while !holding.raised.load(ordering: .relaxed) { try await Task.sleep(for: .milliseconds(10)) }
-            for _ in 0..<2 {
-                group.addTask { try await database.ping() }
-            }
-            for _ in 0..<400 where database.waiterCount < 2 { try await Task.sleep(for: .milliseconds(10)) }
-            #expect(database.waiterCount == 2)
+                for _ in 0..<400 where database.waiterCount < 2 { try await Task.sleep(for: .milliseconds(10)) }
+                #expect(database.waiterCount == 2)
 
-            let (error, elapsed) = await failure { try await database.ping() }
-            #expect(error?.code == .overloaded)
-            #expect(error?.isTransient == true)
-            #expect(elapsed < .milliseconds(500), "it does not wait for the slot")
-            try await group.waitForAll()  // the holder and both queued callers succeed
+                let (error, elapsed) = await failure { try await database.ping() }
+                #expect(error?.code == .overloaded)
+                #expect(error?.isTransient == true)
+                #expect(elapsed < .milliseconds(500), "it does not wait for the slot")
+                try await group.waitForAll()  // both queued callers succeed
+            }
         }
         #expect(database.waiterCount == 0)
         await database.close()

@@ -8,25 +8,6 @@ import ThreadStore
 /// under its own user's row-level security, each with its own outcome.
 @Suite("Group admission: begins that arrive together share a round trip")
 struct GroupAdmissionTests {
-    /// Holds the pool's only connection for `seconds` while `body` queues calls behind it.
-    private func whileHeld(
-        _ database: Database, seconds: Int = 1, _ body: @Sendable @escaping () async throws -> Void
-    ) async throws {
-        final class Flag: Sendable { let raised = Atomic<Bool>(false) }
-        let holding = Flag()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                _ = try await database.withConnection { connection in
-                    holding.raised.store(true, ordering: .relaxed)
-                    return try connection.query("SELECT pg_sleep(\(seconds))")
-                }
-            }
-            while !holding.raised.load(ordering: .relaxed) { try await Task.sleep(for: .milliseconds(5)) }
-            group.addTask(operation: body)
-            try await group.waitForAll()
-        }
-    }
-
     @Test("30 users' begins queued behind a busy connection run as one group, each seeing only its own history")
     func groupKeepsUsersApart() async throws {
         try await withRepository(poolSize: 1) { repository, database, _ in
@@ -40,7 +21,7 @@ struct GroupAdmissionTests {
             }
             let tripsBefore = database.statistics.roundTrips
             let outcomes = Results<Int, Result<StartedTurn, any Error>>()
-            try await whileHeld(database) {
+            try await database.whileHoldingAConnection(seconds: 1) {
                 await withTaskGroup(of: Void.self) { group in
                     for (index, user) in users.enumerated() {
                         group.addTask {
@@ -80,7 +61,7 @@ struct GroupAdmissionTests {
             let others = (0..<10).map { _ in UUID() }
             let busyOutcome = Results<Int, any Error>()
             let started = Results<UUID, UUID>()
-            try await whileHeld(database) {
+            try await database.whileHoldingAConnection(seconds: 1) {
                 await withTaskGroup(of: Void.self) { group in
                     group.addTask {
                         do {
