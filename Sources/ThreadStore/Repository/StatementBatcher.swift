@@ -40,14 +40,20 @@ final class StatementBatcher: Sendable {
             waiter?.resume(with: outcome)
         }
 
+        /// The outcome, or `CancellationError` at once when the caller is cancelled: a caller whose group is stuck in a
+        /// stalled database is let go as promptly as one waiting alone (the pool abandons a cancelled connection).
         func outcome() async throws -> QueryResult {
-            try await withCheckedThrowingContinuation { continuation in
-                let ready = state.withLock { state -> Result<QueryResult, any Error>? in
-                    if let outcome = state.outcome { return outcome }
-                    state.waiter = continuation
-                    return nil
+            try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { continuation in
+                    let ready = state.withLock { state -> Result<QueryResult, any Error>? in
+                        if let outcome = state.outcome { return outcome }
+                        state.waiter = continuation
+                        return nil
+                    }
+                    if let ready { continuation.resume(with: ready) }
                 }
-                if let ready { continuation.resume(with: ready) }
+            } onCancel: {
+                deliver(.failure(CancellationError()))
             }
         }
     }
