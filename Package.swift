@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "ThreadStore", targets: ["ThreadStore"]),
         .library(name: "Claude", targets: ["Claude"]),
         .library(name: "ClaudeStub", targets: ["ClaudeStub"]),
+        .library(name: "Tools", targets: ["Tools"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
@@ -73,6 +74,16 @@ let package = Package(
             name: "Claude",
             dependencies: [
                 "CCurl",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // MCP client (stdio and Streamable HTTP) and the tool registry, with the built-in memory search.
+        .target(
+            name: "Tools",
+            dependencies: [
+                "CCurl",
+                "ThreadStore",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -150,6 +161,15 @@ let package = Package(
         .testTarget(
             name: "ThreadStoreTests",
             dependencies: ["ThreadStore", "TestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ToolsTests",
+            dependencies: [
+                "Tools", "ThreadStore", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -7,6 +7,9 @@
 # Safe to run repeatedly: it only calls apt-get when something is missing.
 set -euo pipefail
 
+# The MCP servers of the Tools tests (a Python virtualenv under .build/mcp-venv).
+"$(dirname "$0")/ensure-mcp-venv.sh"
+
 missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
