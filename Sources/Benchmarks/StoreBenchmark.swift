@@ -27,6 +27,9 @@ struct StoreBenchmark: AsyncParsableCommand {
     @Flag(help: "Leave row-level security out (each user's statements run as the table owner), to measure its cost.")
     var withoutRowSecurity = false
 
+    @Flag(help: "Drop the memory-search index (the turns.search_vector column and its GIN index) after migrating, to measure what it costs on the write path.")
+    var withoutMemoryIndex = false
+
     func run() async throws {
         var logger = Logger(label: "agent-bench.store")
         logger.logLevel = .warning
@@ -51,6 +54,15 @@ struct StoreBenchmark: AsyncParsableCommand {
             }
         }
         _ = try await Migrator(conninfo: conninfo, logger: logger).run()
+        if withoutMemoryIndex {
+            let owner = Database(
+                configuration: DatabaseConfiguration(conninfo: conninfo, poolSize: 1, applicationName: "agent-bench"),
+                logger: logger)
+            try await owner.withConnection { connection in
+                _ = try connection.query("ALTER TABLE public.turns DROP COLUMN IF EXISTS search_vector")
+            }
+            await owner.close()
+        }
         let database = Database(
             configuration: DatabaseConfiguration(
                 conninfo: conninfo, poolSize: poolSize, applicationName: "agent-bench"),
@@ -99,7 +111,7 @@ struct StoreBenchmark: AsyncParsableCommand {
             return sorted[min(sorted.count - 1, Int((Double(sorted.count) * fraction).rounded(.up)) - 1)]
         }
         let turns = Double(max(1, calls))
-        print("agent-bench store: \(calls) turns over \(threads) threads, pool \(poolSize), sequential, row-level security \(withoutRowSecurity ? "off" : "on"), on \(place)")
+        print("agent-bench store: \(calls) turns over \(threads) threads, pool \(poolSize), sequential, row-level security \(withoutRowSecurity ? "off" : "on"), memory index \(withoutMemoryIndex ? "off" : "on"), on \(place)")
         print(
             "  beginTurn     median \(milliseconds(percentile(begins, 0.5)))  p99 \(milliseconds(percentile(begins, 0.99)))"
         )
