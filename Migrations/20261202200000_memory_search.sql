@@ -13,9 +13,15 @@
 --
 -- RLS is unchanged: the column is part of turns, so the existing policies apply to it (the service role sees only the
 -- user's rows; the Data API's authenticated users see the column of their own rows only, anon nothing).
+--
+-- Only turns that memory search can return (completed, cancelled) get a vector; the others are NULL. So beginning a
+-- turn (a streaming row) and its lease renewals (which checkpoint the partial reply) parse nothing and add nothing to
+-- the index: the text is parsed once, when the turn ends.
 ALTER TABLE public.turns ADD COLUMN search_vector tsvector GENERATED ALWAYS AS (
-    setweight(to_tsvector('simple'::regconfig, left(coalesce(question, ''), 20000)), 'A')
-    || setweight(to_tsvector('simple'::regconfig, left(coalesce(reply, ''), 100000)), 'B')
+    CASE WHEN status IN ('completed', 'cancelled') THEN
+        setweight(to_tsvector('simple'::regconfig, left(coalesce(question, ''), 20000)), 'A')
+        || setweight(to_tsvector('simple'::regconfig, left(coalesce(reply, ''), 100000)), 'B')
+    END
 ) STORED;
 
 CREATE INDEX turns_search_vector_idx ON public.turns USING gin (search_vector);

@@ -41,15 +41,15 @@ final class HTTPTransport: MCPTransport, @unchecked Sendable {  // mutable state
         requestHeaders["Accept"] = "application/json, text/event-stream"
         requestHeaders["MCP-Protocol-Version"] = Self.protocolVersion
         if let session { requestHeaders["Mcp-Session-Id"] = session }
+        // The session id is taken the moment its header arrives: the answer to `initialize` may be read (and the next
+        // request sent) before this POST's stream has ended.
         let exchange = HTTPExchange(
-            method: "POST", url: url.absoluteString, headers: requestHeaders, body: message, onMessage: handlers.message)
+            method: "POST", url: url.absoluteString, headers: requestHeaders, body: message, onMessage: handlers.message,
+            onSessionID: { [weak self] id in self?.state.withLock { if $0.sessionID == nil { $0.sessionID = id } } })
         state.withLock { $0.live[ObjectIdentifier(exchange)] = exchange }
         let thread = Thread { [self] in
             let outcome = exchange.perform()
-            state.withLock { state in
-                state.live[ObjectIdentifier(exchange)] = nil
-                if let session = outcome.sessionID, state.sessionID == nil { state.sessionID = session }
-            }
+            state.withLock { state in state.live[ObjectIdentifier(exchange)] = nil }
             switch outcome.result {
             case .success: break
             case .failure(let failure):
@@ -113,6 +113,7 @@ final class HTTPExchange: @unchecked Sendable {  // curl state is touched only b
     let headers: [String: String]
     let body: [UInt8]
     let onMessage: @Sendable ([UInt8]) -> Void
+    let onSessionID: @Sendable (String) -> Void
     let totalTimeoutSeconds: Int
     private let aborted = Atomic<Bool>(false)
 
@@ -126,8 +127,10 @@ final class HTTPExchange: @unchecked Sendable {  // curl state is touched only b
 
     init(
         method: String, url: String, headers: [String: String], body: [UInt8],
-        onMessage: @escaping @Sendable ([UInt8]) -> Void, totalTimeoutSeconds: Int = 0
+        onMessage: @escaping @Sendable ([UInt8]) -> Void, onSessionID: @escaping @Sendable (String) -> Void = { _ in },
+        totalTimeoutSeconds: Int = 0
     ) {
+        self.onSessionID = onSessionID
         self.method = method
         self.url = url
         self.headers = headers
@@ -207,6 +210,7 @@ final class HTTPExchange: @unchecked Sendable {  // curl state is touched only b
         if line.hasPrefix("HTTP/") {
             // A new response (after a redirect or 100 Continue): start over.
             contentType = ""
+            status = line.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
             return
         }
         guard let colon = line.firstIndex(of: ":") else { return }
@@ -214,14 +218,16 @@ final class HTTPExchange: @unchecked Sendable {  // curl state is touched only b
         let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
         switch name {
         case "content-type": contentType = value.lowercased()
-        case "mcp-session-id": sessionID = value
+        case "mcp-session-id":
+            sessionID = value
+            onSessionID(value)
         default: break
         }
     }
 
     /// Takes body bytes; false aborts the transfer (a message over the ceiling).
     private func received(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        if isSSE {
+        if isSSE, (200..<300).contains(status) {
             guard let messages = sse.feed(bytes) else {
                 tooLarge = true
                 return false
@@ -229,7 +235,7 @@ final class HTTPExchange: @unchecked Sendable {  // curl state is touched only b
             messages.forEach(onMessage)
             return true
         }
-        if contentType.hasPrefix("application/json") {
+        if contentType.hasPrefix("application/json"), (200..<300).contains(status) {
             guard jsonBody.count + bytes.count <= MessageFramer.maxMessageBytes else {
                 tooLarge = true
                 return false
