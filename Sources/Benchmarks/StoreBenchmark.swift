@@ -27,7 +27,10 @@ struct StoreBenchmark: AsyncParsableCommand {
     @Flag(help: "Leave row-level security out (each user's statements run as the table owner), to measure its cost.")
     var withoutRowSecurity = false
 
-    @Flag(help: "Drop the memory-search index (the turns.search_vector column and its GIN index) after migrating, to measure what it costs on the write path.")
+    @Flag(
+        help:
+            "Drop the memory-search index (the turns.search_vector column and its GIN index) after migrating, to measure what it costs on the write path."
+    )
     var withoutMemoryIndex = false
 
     func run() async throws {
@@ -111,7 +114,9 @@ struct StoreBenchmark: AsyncParsableCommand {
             return sorted[min(sorted.count - 1, Int((Double(sorted.count) * fraction).rounded(.up)) - 1)]
         }
         let turns = Double(max(1, calls))
-        print("agent-bench store: \(calls) turns over \(threads) threads, pool \(poolSize), sequential, row-level security \(withoutRowSecurity ? "off" : "on"), memory index \(withoutMemoryIndex ? "off" : "on"), on \(place)")
+        print(
+            "agent-bench store: \(calls) turns over \(threads) threads, pool \(poolSize), sequential, row-level security \(withoutRowSecurity ? "off" : "on"), memory index \(withoutMemoryIndex ? "off" : "on"), on \(place)"
+        )
         print(
             "  beginTurn     median \(milliseconds(percentile(begins, 0.5)))  p99 \(milliseconds(percentile(begins, 0.99)))"
         )
@@ -123,7 +128,10 @@ struct StoreBenchmark: AsyncParsableCommand {
                 format: "  round trips per turn: %.2f (beginTurn %.2f, completeTurn %.2f)",
                 Double(beginTrips + completeTrips) / turns, Double(beginTrips) / turns, Double(completeTrips) / turns))
         if let cpuBefore, let cpuAfter {
-            print(String(format: "  Postgres CPU per turn (all its processes): %.3f ms", (cpuAfter - cpuBefore) * 1_000 / turns))
+            print(
+                String(
+                    format: "  Postgres CPU per turn (all its processes): %.3f ms",
+                    (cpuAfter - cpuBefore) * 1_000 / turns))
         }
     }
 }

@@ -74,7 +74,8 @@ struct MemorySearchTests {
             try await store(repository, alice, "a", "zebra stripes", "ok")
             let alice = self.alice
             let all = try await database.withConnection {
-                try $0.query("SELECT count(*) FROM turns WHERE search_vector @@ websearch_to_tsquery('simple', 'zebra')")
+                try $0.query(
+                    "SELECT count(*) FROM turns WHERE search_vector @@ websearch_to_tsquery('simple', 'zebra')")
             }
             #expect(all.int(0, 0) == 2)
             let scoped = try await database.withConnection {

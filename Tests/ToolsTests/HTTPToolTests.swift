@@ -2,7 +2,9 @@ import Foundation
 import Testing
 import Tools
 
-@Suite("MCP over Streamable HTTP: the official Python SDK's server on a loopback port", .timeLimit(.minutes(3)), .serialized)
+@Suite(
+    "MCP over Streamable HTTP: the official Python SDK's server on a loopback port", .timeLimit(.minutes(3)),
+    .serialized)
 struct HTTPToolTests {
     let user = UUID()
 
@@ -59,7 +61,9 @@ struct HTTPToolTests {
     func unreachable() async throws {
         let port = try FreePortForTests.closed()
         do {
-            _ = try await MCPFixtures.registry([server(URL(string: "http://127.0.0.1:\(port)/mcp")!, timeoutSeconds: 10)])
+            _ = try await MCPFixtures.registry([
+                server(URL(string: "http://127.0.0.1:\(port)/mcp")!, timeoutSeconds: 10)
+            ])
             Issue.record("start-up succeeded")
         } catch {
             #expect("\(error)".hasPrefix("TOOLS_CONFIG: server 'remote' failed to start: "), "\(error)")

@@ -13,8 +13,9 @@ struct SearchMemoryToolTests {
         let alice = UUID()
         let bob = UUID()
         func store(_ user: UUID, _ thread: String, _ question: String) async throws {
-            guard case .started(let turn) = try await repository.beginTurn(
-                BeginTurnRequest(userID: user, threadID: thread, question: question))
+            guard
+                case .started(let turn) = try await repository.beginTurn(
+                    BeginTurnRequest(userID: user, threadID: thread, question: question))
             else { throw SpawnError("turn did not start") }
             try await repository.completeTurn(TurnCompletion(turnID: turn.turnID, userID: user, reply: "Noted."))
         }

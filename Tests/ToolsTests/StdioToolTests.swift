@@ -10,7 +10,8 @@ struct StdioToolTests {
     func referenceTimeServer() async throws {
         let time = ServerConfiguration(
             name: "time",
-            transport: .stdio(command: MCPFixtures.timeServer, arguments: ["--local-timezone", "UTC"], environment: [:]))
+            transport: .stdio(
+                command: MCPFixtures.timeServer, arguments: ["--local-timezone", "UTC"], environment: [:]))
         try await MCPFixtures.withRegistry([time]) { registry in
             let names = registry.definitions.map(\.name)
             #expect(names.contains("time__get_current_time"))
@@ -25,7 +26,8 @@ struct StdioToolTests {
                 name: "time__get_current_time", input: #"{"timezone":"Europe/Berlin"}"#, user: user)
             #expect(!outcome.isError, "\(outcome.text)")
             #expect(outcome.text.contains("Europe/Berlin"))
-            let bad = await registry.call(name: "time__get_current_time", input: #"{"timezone":"Mars/Base"}"#, user: user)
+            let bad = await registry.call(
+                name: "time__get_current_time", input: #"{"timezone":"Mars/Base"}"#, user: user)
             #expect(bad.isError)
         }
     }
@@ -195,12 +197,14 @@ struct StdioToolTests {
     @Test("built-in tools are offered next to MCP tools and get the verified user")
     func builtinTools() async throws {
         struct WhoAmI: BuiltinTool {
-            let definition = ToolDefinition(name: "who_am_i", description: "The user.", inputSchema: #"{"type":"object"}"#)
+            let definition = ToolDefinition(
+                name: "who_am_i", description: "The user.", inputSchema: #"{"type":"object"}"#)
             func call(input: String, context: ToolCallContext) async -> ToolOutcome {
                 ToolOutcome(text: "\(context.userID) in \(context.threadID ?? "-")", isError: false)
             }
         }
-        try await MCPFixtures.withRegistry([MCPFixtures.stdioTrouble(allow: ["echo"])], builtins: [WhoAmI()]) { registry in
+        try await MCPFixtures.withRegistry([MCPFixtures.stdioTrouble(allow: ["echo"])], builtins: [WhoAmI()]) {
+            registry in
             #expect(registry.definitions.map(\.name) == ["trouble__echo", "who_am_i"])
             let outcome = await registry.call(
                 name: "who_am_i", input: "{}", context: ToolCallContext(userID: user, threadID: "t1"))

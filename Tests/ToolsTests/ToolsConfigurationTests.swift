@@ -30,12 +30,16 @@ struct ToolsConfigurationTests {
             """)
         #expect(configuration.servers.map(\.name) == ["docs", "time"])
         let docs = configuration.servers[0]
-        #expect(docs.transport == .http(url: URL(string: "https://mcp.example.com/mcp")!, headers: ["Authorization": "Bearer x"]))
+        #expect(
+            docs.transport
+                == .http(url: URL(string: "https://mcp.example.com/mcp")!, headers: ["Authorization": "Bearer x"]))
         #expect(docs.timeout == .milliseconds(2500))
         #expect(docs.maxOutputBytes == 5000)
         #expect(docs.allow == nil)
         let time = configuration.servers[1]
-        #expect(time.transport == .stdio(command: "mcp-server-time", arguments: ["--local-timezone", "UTC"], environment: ["A": "1"]))
+        #expect(
+            time.transport
+                == .stdio(command: "mcp-server-time", arguments: ["--local-timezone", "UTC"], environment: ["A": "1"]))
         #expect(time.timeout == .seconds(30))
         #expect(time.maxOutputBytes == 100_000)
         #expect(time.allow == ["get_current_time"])

@@ -28,7 +28,8 @@ public struct ToolsConfiguration: Sendable, Equatable {
         } catch let error as ToolsConfigurationError {
             throw error
         } catch let DecodingError.dataCorrupted(context) where context.codingPath.isEmpty {
-            throw ToolsConfigurationError("not valid JSON (\(context.underlyingError.map { "\($0)" } ?? context.debugDescription))")
+            throw ToolsConfigurationError(
+                "not valid JSON (\(context.underlyingError.map { "\($0)" } ?? context.debugDescription))")
         } catch let error as DecodingError {
             throw ToolsConfigurationError(Self.describe(error))
         }
@@ -137,7 +138,8 @@ private struct ConfigurationFile: Decodable {
         guard container.contains(AnyKey(stringValue: "servers")) else {
             throw ToolsConfigurationError("servers: missing")
         }
-        let serversContainer = try container.nestedContainer(keyedBy: AnyKey.self, forKey: AnyKey(stringValue: "servers"))
+        let serversContainer = try container.nestedContainer(
+            keyedBy: AnyKey.self, forKey: AnyKey(stringValue: "servers"))
         var servers: [String: RawServer] = [:]
         for key in serversContainer.allKeys {
             let name = key.stringValue
@@ -177,7 +179,8 @@ private struct RawServer {
         }
         for key in container.allKeys where !Self.keys.contains(key.stringValue) {
             throw ToolsConfigurationError(
-                "servers.\(name): unknown key '\(key.stringValue)' (known: \(Self.keys.sorted().joined(separator: ", ")))")
+                "servers.\(name): unknown key '\(key.stringValue)' (known: \(Self.keys.sorted().joined(separator: ", ")))"
+            )
         }
         func field<T: Decodable>(_ key: String, _ type: T.Type) throws -> T? {
             try container.decodeIfPresent(type, forKey: AnyKey(stringValue: key))
@@ -209,7 +212,9 @@ private struct RawServer {
             if args != nil { throw fail("args", "only for a \"command\" server") }
             if env != nil { throw fail("env", "only for a \"command\" server") }
             for (header, value) in headers ?? [:]
-            where header.isEmpty || header.contains(where: { $0 == ":" || $0.isNewline }) || value.contains(where: \.isNewline) {
+            where header.isEmpty || header.contains(where: { $0 == ":" || $0.isNewline })
+                || value.contains(where: \.isNewline)
+            {
                 throw fail("headers", "'\(header)' is not a valid header")
             }
             transport = .http(url: parsed, headers: headers ?? [:])
@@ -223,7 +228,9 @@ private struct RawServer {
         }
         var timeout = ServerConfiguration.defaultTimeout
         if let seconds = timeoutSeconds {
-            guard seconds > 0, seconds <= 3600 else { throw fail("timeout_seconds", "must be above 0 and at most 3600") }
+            guard seconds > 0, seconds <= 3600 else {
+                throw fail("timeout_seconds", "must be above 0 and at most 3600")
+            }
             timeout = .milliseconds(Int((seconds * 1000).rounded()))
         }
         let maxOutput = maxOutputBytes ?? ServerConfiguration.defaultMaxOutputBytes

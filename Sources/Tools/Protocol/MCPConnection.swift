@@ -49,7 +49,9 @@ final class MCPConnection: Sendable {
                 closed: { [weak self] reason in self?.closed(reason) }))
         let result = try await request(
             "initialize",
-            params: #"{"protocolVersion":"\#(Self.protocolVersion)","capabilities":{},"clientInfo":{"name":"agent-service","version":"\#(clientVersion)"}}"#)
+            params:
+                #"{"protocolVersion":"\#(Self.protocolVersion)","capabilities":{},"clientInfo":{"name":"agent-service","version":"\#(clientVersion)"}}"#
+        )
         guard result.value["protocolVersion"] is String else {
             throw MCPError("the server's initialize result has no protocolVersion", kind: .remote)
         }
@@ -83,7 +85,8 @@ final class MCPConnection: Sendable {
             defer { state.nextID += 1 }
             return state.nextID
         }
-        let message = #"{"jsonrpc":"2.0","id":\#(id),"method":"\#(method)"\#(params.map { ",\"params\":\($0)" } ?? "")}"#
+        let message =
+            #"{"jsonrpc":"2.0","id":\#(id),"method":"\#(method)"\#(params.map { ",\"params\":\($0)" } ?? "")}"#
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<JSONObject, any Error>) in
                 let refusal = state.withLock { state -> (any Error)? in

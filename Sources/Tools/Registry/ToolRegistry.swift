@@ -46,7 +46,8 @@ public final class ToolRegistry: Sendable {
         for builtin in builtins {
             let name = builtin.definition.name
             guard ToolNames.isValidForClaude(name), !name.contains("__") else {
-                throw ToolRegistryError("built-in tool '\(name)': the name must match ^[a-zA-Z0-9_-]{1,64}$ without '__'")
+                throw ToolRegistryError(
+                    "built-in tool '\(name)': the name must match ^[a-zA-Z0-9_-]{1,64}$ without '__'")
             }
             guard routes[name] == nil else { throw ToolRegistryError("built-in tool '\(name)' is registered twice") }
             routes[name] = .builtin(builtin)
@@ -60,7 +61,9 @@ public final class ToolRegistry: Sendable {
                         try await server.start()
                         return (await server.name, nil)
                     } catch is TimeoutError {
-                        return (await server.name, "no answer within \(ToolServer.seconds(server.configuration.timeout)) s")
+                        return (
+                            await server.name, "no answer within \(ToolServer.seconds(server.configuration.timeout)) s"
+                        )
                     } catch {
                         return (await server.name, "\(error)")
                     }
@@ -82,7 +85,9 @@ public final class ToolRegistry: Sendable {
             }
             logger.info(
                 "tool server ready",
-                metadata: ["server": "\(server.configuration.name)", "tools": "\(tools.map(\.name).joined(separator: ","))"])
+                metadata: [
+                    "server": "\(server.configuration.name)", "tools": "\(tools.map(\.name).joined(separator: ","))",
+                ])
         }
         return ToolRegistry(
             definitions: definitions.sorted { $0.name < $1.name }, routes: routes, servers: servers)
@@ -98,7 +103,8 @@ public final class ToolRegistry: Sendable {
     ///   ("timed out after N s"), a server that exited mid-call, or cancellation of the calling task.
     public func call(name: String, input: String, context: ToolCallContext) async -> ToolOutcome {
         guard let route = routes[name] else {
-            return .error("unknown tool '\(name)'; the available tools are: \(definitions.map(\.name).joined(separator: ", "))")
+            return .error(
+                "unknown tool '\(name)'; the available tools are: \(definitions.map(\.name).joined(separator: ", "))")
         }
         guard Self.isJSONObject(input) else {
             return .error("the tool input is not a JSON object")

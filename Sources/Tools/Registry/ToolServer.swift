@@ -56,7 +56,8 @@ actor ToolServer {
         }
         for missing in configuration.allow ?? [] where !tools.contains(where: { $0.name == missing }) {
             logger.warning(
-                "allowed tool not offered by the server", metadata: ["server": "\(configuration.name)", "tool": "\(missing)"])
+                "allowed tool not offered by the server",
+                metadata: ["server": "\(configuration.name)", "tool": "\(missing)"])
         }
         self.tools = tools.sorted { $0.definition.name < $1.definition.name }
     }
@@ -86,7 +87,8 @@ actor ToolServer {
             return .error("the tool call was cancelled")
         } catch let error as MCPError where error.kind == .closed {
             lost(connection, reason: error.description)
-            return .error("the tool server exited during the call (\(error.description)); it is restarted for the next call")
+            return .error(
+                "the tool server exited during the call (\(error.description)); it is restarted for the next call")
         } catch let error as MCPError {
             return .error(ToolResultText.truncate(error.description, maxBytes: configuration.maxOutputBytes))
         } catch {
@@ -156,7 +158,8 @@ actor ToolServer {
         // The first loss restarts at the next call; a server that keeps dying is restarted ever more slowly.
         consecutiveFailures += 1
         if consecutiveFailures > 1 { retryAfter = .now + Self.backoff(consecutiveFailures - 1) }
-        logger.warning("tool server session ended", metadata: ["server": "\(configuration.name)", "reason": "\(reason)"])
+        logger.warning(
+            "tool server session ended", metadata: ["server": "\(configuration.name)", "reason": "\(reason)"])
         // The transport has already terminated and reaped a stdio child; close() makes sure of it.
         Task { await lostConnection.close() }
     }

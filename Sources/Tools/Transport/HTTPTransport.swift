@@ -44,7 +44,8 @@ final class HTTPTransport: MCPTransport, @unchecked Sendable {  // mutable state
         // The session id is taken the moment its header arrives: the answer to `initialize` may be read (and the next
         // request sent) before this POST's stream has ended.
         let exchange = HTTPExchange(
-            method: "POST", url: url.absoluteString, headers: requestHeaders, body: message, onMessage: handlers.message,
+            method: "POST", url: url.absoluteString, headers: requestHeaders, body: message,
+            onMessage: handlers.message,
             onSessionID: { [weak self] id in self?.state.withLock { if $0.sessionID == nil { $0.sessionID = id } } })
         state.withLock { $0.live[ObjectIdentifier(exchange)] = exchange }
         let thread = Thread { [self] in
@@ -143,7 +144,8 @@ final class HTTPExchange: @unchecked Sendable {  // curl state is touched only b
 
     func perform() -> Outcome {
         guard let easy = curl_easy_init() else {
-            return Outcome(result: .failure(MCPErrorReason(text: "cannot create a curl handle")), status: 0, tooLarge: false)
+            return Outcome(
+                result: .failure(MCPErrorReason(text: "cannot create a curl handle")), status: 0, tooLarge: false)
         }
         defer { curl_easy_cleanup(easy) }
         var list: UnsafeMutablePointer<curl_slist>?
@@ -179,7 +181,8 @@ final class HTTPExchange: @unchecked Sendable {  // curl state is touched only b
         }
         let code = body.withUnsafeBytes { raw -> CURLcode in
             if method == "POST" {
-                _ = ccurl_easy_setopt_pointer(easy, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(mutating: raw.baseAddress))
+                _ = ccurl_easy_setopt_pointer(
+                    easy, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(mutating: raw.baseAddress))
             }
             return curl_easy_perform(easy)
         }
@@ -187,7 +190,8 @@ final class HTTPExchange: @unchecked Sendable {  // curl state is touched only b
         _ = ccurl_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &responseCode)
         status = responseCode
         func fail(_ text: String) -> Outcome {
-            Outcome(result: .failure(MCPErrorReason(text: text)), status: status, sessionID: sessionID, tooLarge: tooLarge)
+            Outcome(
+                result: .failure(MCPErrorReason(text: text)), status: status, sessionID: sessionID, tooLarge: tooLarge)
         }
         if tooLarge { return fail("the tool server sent a message larger than \(MessageFramer.maxMessageBytes) bytes") }
         if aborted.load(ordering: .relaxed) { return fail("aborted") }
