@@ -100,19 +100,25 @@ struct MemorySearchTests {
         }
     }
 
-    @Test(
-        "hostile query text finds nothing or something, and never fails the query",
-        arguments: [
-            "", "   ", "\"", "\"unterminated", "'; DROP TABLE turns; --", "a & b | !c", "(((", ":*", "-", "or",
-            "\\", "rex:*A", "<->", "\u{2028}", "🐕 rex", "<10 KB of operators>",
-        ])
-    func hostileQueries(query: String) async throws {
-        let query = query == "<10 KB of operators>" ? String(repeating: "rex \"or\" -x & ", count: 700) : query
+    /// Text a user or a model might send; one database for all of them (a fresh database per case would start 16
+    /// at once and load the shared test cluster).
+    static let hostileQueries = [
+        "", "   ", "\"", "\"unterminated", "'; DROP TABLE turns; --", "a & b | !c", "(((", ":*", "-", "or", "\\",
+        "rex:*A", "<->", "\u{2028}", "🐕 rex", String(repeating: "rex \"or\" -x & ", count: 700),
+    ]
+
+    @Test("hostile query text (quotes, operators, empty, 10 KB) finds nothing or something, and never fails the query")
+    func hostileQueries() async throws {
         try await withRepository(poolSize: 1) { repository, database, _ in
             try await store(repository, alice, "pets", "My dog is called Rex", "Fine.")
-            let matches = try await repository.searchMemory(
-                userID: alice, query: query, excludingThread: nil, limit: 5)
-            #expect(matches.count <= 1)
+            for query in Self.hostileQueries {
+                let matches = try await repository.searchMemory(
+                    userID: alice, query: query, excludingThread: nil, limit: 5)
+                #expect(matches.count <= 1, "\(query.prefix(40))")
+            }
+            let found = try await repository.searchMemory(
+                userID: alice, query: "\"called rex\" -cat or zebra", excludingThread: nil, limit: 5)
+            #expect(found.map(\.threadID) == ["pets"])
             let turns = try await database.withConnection { try $0.query("SELECT count(*) FROM turns") }
             #expect(turns.int(0, 0) == 1)
         }
