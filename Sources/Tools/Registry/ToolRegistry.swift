@@ -62,7 +62,7 @@ public final class ToolRegistry: Sendable {
                         return (await server.name, nil)
                     } catch is TimeoutError {
                         return (
-                            await server.name, "no answer within \(ToolServer.seconds(server.configuration.timeout)) s"
+                            await server.name, "no answer within \(ToolServer.seconds(server.startupTimeout)) s"
                         )
                     } catch {
                         return (await server.name, "\(error)")

@@ -30,12 +30,15 @@ actor ToolServer {
 
     var name: String { configuration.name }
 
+    /// Starting a server (spawn, `initialize`, `tools/list`) may take longer than a call: a Python server spends
+    /// seconds importing its SDK on a busy machine. At least 30 s, or the call timeout when that is longer.
+    nonisolated var startupTimeout: Duration { max(configuration.timeout, .seconds(30)) }
+
     /// Connects and lists the tools (filtered by the allowlist).
     /// - Throws: `MCPError` naming what failed, or `TimeoutError`.
     func start() async throws {
         let connection = try await connect()
-        let timeout = configuration.timeout
-        let listed = try await withTimeout(timeout) { try await connection.listTools() }
+        let listed = try await withTimeout(startupTimeout) { try await connection.listTools() }
         var tools: [Tool] = []
         for tool in listed {
             guard let name = tool.value["name"] as? String else { continue }
@@ -121,15 +124,16 @@ actor ToolServer {
         guard !closed else { throw MCPError("the registry is shut down") }
         if let connecting { return try await connecting.value }
         let configuration = self.configuration
+        let startupTimeout = self.startupTimeout
         let task = Task { () throws -> MCPConnection in
             let connection = MCPConnection(transport: MCPTransportFactory.make(configuration))
             do {
-                try await withTimeout(configuration.timeout) { try await connection.open() }
+                try await withTimeout(startupTimeout) { try await connection.open() }
                 return connection
             } catch {
                 await connection.close()
                 if error is TimeoutError {
-                    throw MCPError("no answer to initialize within \(Self.seconds(configuration.timeout)) s")
+                    throw MCPError("no answer to initialize within \(Self.seconds(startupTimeout)) s")
                 }
                 throw error
             }
