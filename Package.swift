@@ -112,6 +112,7 @@ let package = Package(
                 "ThreadStore",
                 "Claude",
                 "ClaudeStub",
+                "Tools",
                 "SupabaseAuth",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),

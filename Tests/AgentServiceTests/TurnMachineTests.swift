@@ -109,7 +109,7 @@ struct TurnMachineTests {
         ]
         let leaseLost = Action.finish(.error(TurnMachine.leaseLostInfo), outcome: "lease_lost")
         switch (start, name) {
-        case (.initial, .begun): return ([.startUpstream(attempt: 1)], .streaming(attempt: 1, delivered: false))
+        case (.initial, .begun): return ([.startUpstream(attempt: 1, steps: [])], .streaming(attempt: 1, delivered: false))
         case (.initial, .cancelRequested):
             return ([.persist(cancelled, timeout: .seconds(12))], persisting(cancelled))
         case (.initial, .shutdown): return (shutdownPersist, persisting(interrupted, deadline: shutdownDeadline))
@@ -142,7 +142,7 @@ struct TurnMachineTests {
             return ([.stopUpstream, leaseLost], .finished)
 
         case (.awaitingUpstreamRetry, .upstreamRetryDue):
-            return ([.startUpstream(attempt: 2)], .streaming(attempt: 2, delivered: false))
+            return ([.startUpstream(attempt: 2, steps: [])], .streaming(attempt: 2, delivered: false))
         case (.awaitingUpstreamRetry, .cancelRequested):
             // Stop between attempts: nothing to stop upstream, the (empty) reply is stored as cancelled.
             return ([.persist(cancelled, timeout: .seconds(12))], persisting(cancelled))
@@ -242,7 +242,7 @@ struct TurnMachineTests {
     @Test("Stop during the wait before a first-token retry: no further attempt, stored as cancelled")
     func cancelDuringFirstTokenRetry() {
         var machine = TurnMachine(configuration: Self.configuration)
-        #expect(machine.handle(.begun, at: Self.t0) == [.startUpstream(attempt: 1)])
+        #expect(machine.handle(.begun, at: Self.t0) == [.startUpstream(attempt: 1, steps: [])])
         #expect(
             machine.handle(.upstreamFailed(Self.overloaded, jitter: 0), at: Self.t0)
                 == [.scheduleUpstreamRetry(after: .milliseconds(500))])
@@ -261,7 +261,7 @@ struct TurnMachineTests {
         var asked = Self.overloaded
         asked.retryAfter = .seconds(3)
         #expect(machine.handle(.upstreamFailed(asked, jitter: 0), at: Self.t0) == [.scheduleUpstreamRetry(after: .seconds(3))])
-        #expect(machine.handle(.upstreamRetryDue, at: Self.t0) == [.startUpstream(attempt: 2)])
+        #expect(machine.handle(.upstreamRetryDue, at: Self.t0) == [.startUpstream(attempt: 2, steps: [])])
         // Second retry: 0.5 s · 2¹, shortened by the full 25 % jitter.
         #expect(
             machine.handle(.upstreamFailed(Self.overloaded, jitter: 0.9999), at: Self.t0)
@@ -269,7 +269,7 @@ struct TurnMachineTests {
                     guard case .scheduleUpstreamRetry(let delay) = action else { return false }
                     return delay > .milliseconds(750) && delay <= .milliseconds(751)
                 } == true)
-        #expect(machine.handle(.upstreamRetryDue, at: Self.t0) == [.startUpstream(attempt: 3)])
+        #expect(machine.handle(.upstreamRetryDue, at: Self.t0) == [.startUpstream(attempt: 3, steps: [])])
         // Budget spent (2 retries): the third failure is stored.
         let actions = machine.handle(.upstreamFailed(Self.overloaded, jitter: 0), at: Self.t0)
         #expect(actions == [.persist(TurnMachine.failed(Self.overloaded), timeout: .seconds(12))])

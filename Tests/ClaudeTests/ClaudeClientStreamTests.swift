@@ -156,10 +156,19 @@ import Testing
         let acc = events.accumulated
         #expect(acc.text == "Echo (1 messages): q")
         #expect(acc.stopReason == "tool_use")
-        #expect(events.contains(.otherDelta(index: 0, type: "thinking_delta")))
-        #expect(events.contains(.otherDelta(index: 0, type: "signature_delta")))
-        #expect(events.contains(.otherDelta(index: 2, type: "input_json_delta")))
-        #expect(events.contains(.contentBlockStart(index: 2, type: "tool_use")))
+        #expect(events.contains(.thinkingDelta(index: 0, thinking: "Let me think")))
+        #expect(events.contains(.signatureDelta(index: 0, signature: "c2lnbmF0dXJl")))
+        #expect(events.contains(.toolUseStart(index: 2, id: "toolu_stub", name: "lookup")))
+        #expect(events.contains { if case .inputJSONDelta(2, _) = $0 { true } else { false } })
+        // The accumulated step: thinking with its signature, the text, and the tool call with its parsed input.
+        let calls = acc.toolCalls
+        #expect(calls.count == 1 && calls.first?.block.name == "lookup" && calls.first?.inputError == nil)
+        #expect(acc.thinkingText == "Let me think about it.")
+        guard case .thinking(let thinking)? = acc.contentBlocks.first else {
+            Issue.record("the first block is not thinking: \(acc.contentBlocks)")
+            return
+        }
+        #expect(thinking.signature == "c2lnbmF0dXJl")
     }
 
     @Test("max_tokens, stop_sequence and refusal stop reasons come through")

@@ -2,6 +2,7 @@ import Claude
 import Foundation
 import Logging
 import ThreadStore
+import Tools
 
 /// A question for a thread, already validated.
 struct TurnInput: Sendable {
@@ -55,13 +56,21 @@ final class Agent: Sendable {
     let relay: TurnRelay?
     /// How often idle streams get a keep-alive.
     let pingInterval: Duration
+    /// The tools Claude may call, and how long and how much of a call's output is taken.
+    let tools: ToolRegistry
+    let toolDeadline: Duration
+    let toolOutputLimit: Int
 
     init(
         repository: ThreadRepository, claude: ClaudeClient, prompt: PromptBuilder, supervisor: TurnSupervisor,
         metrics: ServiceMetrics, logger: Logger, historyTurns: Int, lease: Duration = .seconds(120),
         spool: ReplySpool? = nil, turnRules: TurnMachine.Configuration, relay: TurnRelay? = nil,
-        pingInterval: Duration = .seconds(15)
+        pingInterval: Duration = .seconds(15), tools: ToolRegistry = .empty, toolDeadline: Duration = .seconds(60),
+        toolOutputLimit: Int = 100_000
     ) {
+        self.tools = tools
+        self.toolDeadline = toolDeadline
+        self.toolOutputLimit = toolOutputLimit
         self.relay = relay
         self.pingInterval = pingInterval
         self.spool = spool
@@ -143,7 +152,8 @@ final class Agent: Sendable {
                     operation: { slot in
                         await TurnRun(
                             context: context, slot: slot, claude: self.claude, repository: self.repository,
-                            spool: self.spool, metrics: self.metrics, logger: self.logger, machine: self.turnRules
+                            spool: self.spool, metrics: self.metrics, logger: self.logger, machine: self.turnRules,
+                            tools: self.tools, toolDeadline: self.toolDeadline, toolOutputLimit: self.toolOutputLimit
                         ).run()
                     })
             else {

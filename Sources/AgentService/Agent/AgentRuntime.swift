@@ -5,6 +5,7 @@ import Logging
 import Synchronization
 import SupabaseAuth
 import ThreadStore
+import Tools
 
 /// The parts every entry point needs, assembled from configuration: database, Claude (or the offline stub), the
 /// supervisor and the agent. `serve` adds HTTP on top; the CLI uses it directly, in process.
@@ -21,6 +22,8 @@ final class AgentRuntime: Sendable {
     let relay: TurnRelay
     let metrics: ServiceMetrics
     let agent: Agent
+    /// The tools Claude may call: the configured MCP servers' and the built-in ones.
+    let tools: ToolRegistry
     let logger: Logger
     let databaseDescription: String
     /// Verifies access tokens; nil in development mode (no Supabase auth configured).
@@ -92,24 +95,58 @@ final class AgentRuntime: Sendable {
             database: database, listenConfiguration: listenConfiguration, supervisor: supervisor,
             repository: repository, metrics: metrics, pingInterval: .seconds(configuration.pingIntervalSeconds),
             logger: logger)
+        let tools = try await startTools(configuration: configuration, repository: repository, logger: logger)
         let agent = Agent(
             repository: repository, claude: claude,
             prompt: PromptBuilder(
                 systemPrompt: configuration.systemPrompt, model: configuration.model,
-                maxTokens: configuration.maxTokens, contextBudgetTokens: configuration.contextBudgetTokens),
+                maxTokens: configuration.maxTokens, contextBudgetTokens: configuration.contextBudgetTokens,
+                tools: tools.registry.definitions.map {
+                    ToolSpec(name: $0.name, description: $0.description, inputSchema: $0.inputSchema)
+                },
+                thinkingBudget: configuration.thinkingBudget),
             supervisor: supervisor, metrics: metrics, logger: logger, historyTurns: configuration.historyTurns,
             lease: lease, spool: spool,
             turnRules: TurnMachine.Configuration(
                 upstreamRetry: RetryPolicy(
                     maxRetries: configuration.claudeMaxRetries, delayScale: configuration.claudeRetryDelayScale),
-                persistRetryFor: .seconds(configuration.persistRetrySeconds)),
-            relay: relay, pingInterval: .seconds(configuration.pingIntervalSeconds))
+                persistRetryFor: .seconds(configuration.persistRetrySeconds),
+                maxToolRounds: configuration.maxToolRounds),
+            relay: relay, pingInterval: .seconds(configuration.pingIntervalSeconds),
+            tools: tools.registry, toolDeadline: tools.deadline, toolOutputLimit: configuration.toolOutputMaxBytes)
         let (verifier, authClient) = await makeVerifier(configuration: configuration, logger: logger)
         return AgentRuntime(
             configuration: configuration, database: database, repository: repository, claude: claude, stub: stub,
             supervisor: supervisor, leaseKeeper: leaseKeeper, relay: relay, metrics: metrics, agent: agent,
-            logger: logger,
+            tools: tools.registry, logger: logger,
             databaseDescription: databaseDescription, verifier: verifier, authClient: authClient)
+    }
+
+    /// Starts the MCP servers of `TOOLS_CONFIG` and the built-in tools; the deadline is the longest a call is waited
+    /// for (the slowest server's own timeout, plus a moment; at least 30 s).
+    private static func startTools(
+        configuration: ServiceConfiguration, repository: ThreadRepository, logger: Logger
+    ) async throws -> (registry: ToolRegistry, deadline: Duration) {
+        var servers = ToolsConfiguration(servers: [])
+        if let path = configuration.toolsConfigPath {
+            do {
+                servers = try ToolsConfiguration(contentsOfFile: path)
+            } catch {
+                throw ConfigurationError("TOOLS_CONFIG: \(error)")
+            }
+        }
+        let builtins: [any BuiltinTool] = configuration.memorySearch ? [SearchMemoryTool(repository: repository)] : []
+        let registry: ToolRegistry
+        do {
+            registry = try await ToolRegistry.start(configuration: servers, builtins: builtins, logger: logger)
+        } catch let error as ToolRegistryError {
+            throw ConfigurationError(error.description)
+        }
+        if !registry.definitions.isEmpty {
+            logger.info("tools offered to Claude: \(registry.definitions.map(\.name).joined(separator: ", "))")
+        }
+        let slowest = servers.servers.map(\.timeout).max() ?? .zero
+        return (registry, max(slowest + .seconds(5), .seconds(30)))
     }
 
     /// The token verifier for the configured Supabase project, with its JWKS prefetched (a failure is only logged:
@@ -144,7 +181,7 @@ final class AgentRuntime: Sendable {
     private init(
         configuration: ServiceConfiguration, database: Database, repository: ThreadRepository, claude: ClaudeClient,
         stub: ClaudeStub?, supervisor: TurnSupervisor, leaseKeeper: LeaseKeeper, relay: TurnRelay,
-        metrics: ServiceMetrics, agent: Agent,
+        metrics: ServiceMetrics, agent: Agent, tools: ToolRegistry,
         logger: Logger, databaseDescription: String, verifier: TokenVerifier?, authClient: HTTPClient?
     ) {
         self.leaseKeeper = leaseKeeper
@@ -157,6 +194,7 @@ final class AgentRuntime: Sendable {
         self.supervisor = supervisor
         self.metrics = metrics
         self.agent = agent
+        self.tools = tools
         self.logger = logger
         self.databaseDescription = databaseDescription
         self.verifier = verifier
@@ -179,6 +217,7 @@ final class AgentRuntime: Sendable {
         supervisor.beginShutdown(grace: .seconds(configuration.shutdownGraceSeconds))
         await supervisor.waitUntilIdle()
         await background.withLock({ $0 })?.value
+        await tools.shutdown()
         claude.shutdown()
         authClient?.shutdown()
         await stub?.stop()

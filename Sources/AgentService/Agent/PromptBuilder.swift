@@ -15,6 +15,10 @@ struct PromptBuilder: Sendable {
     var maxTokens: Int
     /// Estimated-token budget for history + question; the oldest turns are dropped first.
     var contextBudgetTokens: Int
+    /// The tools offered to Claude (MCP servers' and built-in), in a stable order.
+    var tools: [ToolSpec] = []
+    /// Extended thinking's budget in tokens; nil leaves it off.
+    var thinkingBudget: Int?
 
     /// Builds the request for `question` after `history` (oldest first).
     func request(history: [Turn], question: String, timeZone: TimeZone, now: Date, userID: UUID) -> MessagesRequest {
@@ -23,20 +27,16 @@ struct PromptBuilder: Sendable {
             contextBudgetTokens - Self.estimatedTokens(systemPrompt) - Self.estimatedTokens(question)
             - Self.estimatedTokens(timeNote)
         // Walk back from the newest turn, keeping whole turns while they fit.
-        var kept: [Turn] = []
+        var kept: [[MessageParam]] = []
         for turn in history.reversed() {
-            guard let exchange = Self.exchange(of: turn) else { continue }
-            let cost = Self.estimatedTokens(exchange.question) + Self.estimatedTokens(exchange.reply)
+            guard let exchange = Self.exchange(of: turn, keepingThinking: thinkingBudget != nil) else { continue }
+            let cost = exchange.reduce(0) { $0 + Self.estimatedTokens($1) }
             if cost > budget { break }
             budget -= cost
-            kept.append(turn)
+            kept.append(exchange)
         }
         var messages: [MessageParam] = []
-        for turn in kept.reversed() {
-            guard let exchange = Self.exchange(of: turn) else { continue }
-            messages.append(MessageParam(role: .user, content: [TextBlock(exchange.question)]))
-            messages.append(MessageParam(role: .assistant, content: [TextBlock(exchange.reply)]))
-        }
+        for exchange in kept.reversed() { messages += exchange }
         messages.append(
             MessageParam(
                 role: .user,
@@ -46,13 +46,84 @@ struct PromptBuilder: Sendable {
                 ]
             )
         )
-        return MessagesRequest(
+        var request = MessagesRequest(
             model: model,
             maxTokens: maxTokens,
             system: [TextBlock(systemPrompt, cacheControl: .ephemeral)],
             messages: messages,
             metadataUserID: userID.uuidString.lowercased()
         )
+        request.tools = tools
+        request.thinkingBudget = thinkingBudget
+        return request
+    }
+
+    /// The messages a stored turn replays as: its question, then its reply (text alone), or its stored content (every
+    /// step of a tool turn, byte-identical to what Claude was sent in that turn); nil for a turn not worth replaying.
+    ///
+    /// Stored content is cut to what the API accepts as history: it ends with an assistant message, and tool calls
+    /// that never got a result (the turn was stopped or failed while they ran, or they were past `MAX_TOOL_ROUNDS`)
+    /// are left out. Thinking blocks are left out when thinking is off now.
+    static func exchange(of turn: Turn, keepingThinking: Bool) -> [MessageParam]? {
+        if let content = turn.content, turn.status == .completed || turn.status == .cancelled,
+            !turn.question.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty,
+            var steps = try? Transcript.decode(content)
+        {
+            if !keepingThinking {
+                steps = steps.map { step in
+                    MessageParam(
+                        role: step.role,
+                        blocks: step.blocks.filter {
+                            switch $0 {
+                            case .thinking, .redactedThinking: false
+                            default: true
+                            }
+                        })
+                }
+            }
+            steps = Self.answeredSteps(steps)
+            if !steps.isEmpty { return [MessageParam(role: .user, text: turn.question)] + steps }
+        }
+        guard let exchange = exchange(of: turn) else { return nil }
+        return [
+            MessageParam(role: .user, content: [TextBlock(exchange.question)]),
+            MessageParam(role: .assistant, content: [TextBlock(exchange.reply)]),
+        ]
+    }
+
+    /// `steps` (assistant, user with tool results, assistant, …) ending with an assistant message, without tool calls
+    /// that have no result in the message after them.
+    static func answeredSteps(_ steps: [MessageParam]) -> [MessageParam] {
+        var steps = steps
+        while true {
+            while let last = steps.last, last.role != .assistant { steps.removeLast() }
+            guard var last = steps.popLast() else { return [] }
+            last.blocks.removeAll {
+                if case .toolUse = $0 { return true }
+                return false
+            }
+            // A step without text (thinking alone, or only the calls just removed) cannot end a reply: the one
+            // before it does, without its calls.
+            if last.blocks.contains(where: {
+                if case .text = $0 { return true }
+                return false
+            }) {
+                steps.append(last)
+                return steps
+            }
+        }
+    }
+
+    static func estimatedTokens(_ message: MessageParam) -> Int {
+        message.blocks.reduce(0) { total, block in
+            switch block {
+            case .text(let text): total + estimatedTokens(text.text)
+            case .toolUse(let use): total + estimatedTokens(use.name) + estimatedTokens(use.input.canonicalText)
+            case .toolResult(let result): total + estimatedTokens(result.content) + 4
+            case .thinking(let thinking): total + estimatedTokens(thinking.thinking) + estimatedTokens(thinking.signature)
+            case .redactedThinking(let data): total + estimatedTokens(data)
+            }
+        }
     }
 
     /// The question and reply of a turn worth replaying: completed or cancelled, with text on both sides.

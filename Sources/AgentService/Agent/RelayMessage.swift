@@ -97,7 +97,7 @@ struct RelayMessage: Codable, Sendable, Equatable {
             return Final(
                 done: false, type: String(failure.type.prefix(200)), message: String(failure.message.prefix(2_000)),
                 retryable: failure.retryable)
-        case .chunk, .ping:
+        case .chunk, .ping, .activity:
             return nil
         }
     }

@@ -7,23 +7,35 @@ import Synchronization
 /// missed in one piece, so no listener ever slows the turn or another listener, and memory is the reply itself
 /// (bounded by `max_tokens`), not a queue per listener. Offsets are UTF-8 byte offsets, always at character
 /// boundaries, so any of them is a resume point (`TurnEvent.chunk`'s `end`).
+///
+/// Tool activity and thinking (`TurnActivity`) are kept in order with the text they came between, each at the text
+/// offset it happened at, for listeners that ask for them; they are no part of the text or its offsets.
 final class ReplyBroadcast: Sendable {
     enum Update: Sendable {
         /// The text from the listener's offset to `end`.
         case text(String, end: Int)
+        /// The next activity; the listener has now seen `seen` of them.
+        case activity(TurnActivity, seen: Int)
         /// Nothing new for a ping interval.
         case ping
         /// The turn ended (`done` or `failed`) and the listener has all of its text.
         case final(TurnEvent)
     }
 
-    private struct Waiter {
+    /// Where a listener is: its text offset, and how many activities it has seen (nil: it wants text only).
+    struct Position: Sendable {
         var offset: Int
+        var activities: Int?
+    }
+
+    private struct Waiter {
+        var position: Position
         var continuation: CheckedContinuation<Update?, Never>
     }
 
     private struct State {
         var bytes: [UInt8] = []
+        var activities: [(offset: Int, activity: TurnActivity)] = []
         var final: TurnEvent?
         var waiters: [Int: Waiter] = [:]
         var cancelled: Set<Int> = []
@@ -60,12 +72,28 @@ final class ReplyBroadcast: Sendable {
             defer { state.waiters.removeAll(keepingCapacity: true) }
             return state.waiters.values.map { waiter in
                 // The usual case (the listener was up to date) hands over the delta itself, without a copy.
+                let offset = waiter.position.offset
                 let update: Update =
-                    waiter.offset == start
+                    offset == start
                     ? .text(text, end: end)
-                    : .text(String(decoding: state.bytes[min(waiter.offset, end)...], as: UTF8.self), end: end)
+                    : .text(String(decoding: state.bytes[min(offset, end)...], as: UTF8.self), end: end)
                 return (waiter.continuation, update)
             }
+        }
+        for (continuation, update) in woken { continuation.resume(returning: update) }
+    }
+
+    /// Records an activity at the current end of the text and wakes the listeners that follow activity.
+    func announce(_ activity: TurnActivity) {
+        let woken = state.withLock { state -> [(CheckedContinuation<Update?, Never>, Update)] in
+            guard state.final == nil else { return [] }
+            state.activities.append((state.bytes.count, activity))
+            var woken: [(CheckedContinuation<Update?, Never>, Update)] = []
+            for (id, waiter) in state.waiters where waiter.position.activities != nil {
+                state.waiters[id] = nil
+                woken.append((waiter.continuation, Self.pending(after: waiter.position, in: state)!))
+            }
+            return woken
         }
         for (continuation, update) in woken { continuation.resume(returning: update) }
     }
@@ -76,7 +104,7 @@ final class ReplyBroadcast: Sendable {
             guard state.final == nil else { return [] }
             state.final = event
             defer { state.waiters.removeAll() }
-            return state.waiters.values.map { ($0.continuation, Self.pending(after: $0.offset, in: state)!) }
+            return state.waiters.values.map { ($0.continuation, Self.pending(after: $0.position, in: state)!) }
         }
         for (continuation, update) in woken { continuation.resume(returning: update) }
     }
@@ -93,6 +121,12 @@ final class ReplyBroadcast: Sendable {
     /// What a listener at `offset` gets next: the text after it, else the final event once the turn ended, else it
     /// waits for either (or a ping). Nil when the listening task is cancelled.
     func next(after offset: Int) async -> Update? {
+        await next(after: Position(offset: offset, activities: nil))
+    }
+
+    /// `next(after:)` for a listener that follows activity too: activities come in order, between the text before
+    /// and after them.
+    func next(after position: Position) async -> Update? {
         let id = state.withLock { state -> Int in
             defer { state.nextWaiterID += 1 }
             return state.nextWaiterID
@@ -101,8 +135,8 @@ final class ReplyBroadcast: Sendable {
             await withCheckedContinuation { (continuation: CheckedContinuation<Update?, Never>) in
                 let ready = state.withLock { state -> Update?? in
                     if state.cancelled.remove(id) != nil { return .some(nil) }
-                    if let update = Self.pending(after: offset, in: state) { return .some(update) }
-                    state.waiters[id] = Waiter(offset: offset, continuation: continuation)
+                    if let update = Self.pending(after: position, in: state) { return .some(update) }
+                    state.waiters[id] = Waiter(position: position, continuation: continuation)
                     return nil
                 }
                 if let ready { continuation.resume(returning: ready) }
@@ -119,7 +153,16 @@ final class ReplyBroadcast: Sendable {
         }
     }
 
-    private static func pending(after offset: Int, in state: State) -> Update? {
+    private static func pending(after position: Position, in state: State) -> Update? {
+        let offset = position.offset
+        if let seen = position.activities, seen < state.activities.count {
+            let next = state.activities[seen]
+            if offset < next.offset {
+                return .text(
+                    String(decoding: state.bytes[max(offset, 0)..<next.offset], as: UTF8.self), end: next.offset)
+            }
+            return .activity(next.activity, seen: seen + 1)
+        }
         if offset < state.bytes.count {
             return .text(String(decoding: state.bytes[max(offset, 0)...], as: UTF8.self), end: state.bytes.count)
         }
@@ -147,22 +190,31 @@ final class ReplyBroadcast: Sendable {
         while true {
             switch await next(after: offset) {
             case .text(_, let end)?: offset = end
-            case .ping?: continue
+            case .ping?, .activity?: continue
             case .final?, nil: return
             }
         }
     }
 
-    /// The listener's view as a stream of turn events from `offset`, ending after the final event.
+    /// The listener's view as a stream of turn events from `offset`, ending after the final event: the text and,
+    /// between it, every activity recorded at or after `offset` (a resumer sees the tool activity from its position
+    /// on; tool ids make a repeated one recognizable).
     func events(from offset: Int) -> AsyncStream<TurnEvent> {
-        let position = Mutex<(offset: Int, ended: Bool)>((offset, false))
+        let firstActivity = state.withLock { state in
+            state.activities.firstIndex { $0.offset >= offset } ?? state.activities.count
+        }
+        let position = Mutex<(position: Position, ended: Bool)>(
+            (Position(offset: offset, activities: firstActivity), false))
         return AsyncStream {
-            let (offset, ended) = position.withLock { ($0.offset, $0.ended) }
+            let (current, ended) = position.withLock { ($0.position, $0.ended) }
             if ended { return nil }
-            switch await self.next(after: offset) {
+            switch await self.next(after: current) {
             case .text(let text, let end)?:
-                position.withLock { $0.offset = end }
+                position.withLock { $0.position.offset = end }
                 return .chunk(text, end: end)
+            case .activity(let activity, let seen)?:
+                position.withLock { $0.position.activities = seen }
+                return .activity(activity)
             case .ping?:
                 return .ping
             case .final(let event)?:

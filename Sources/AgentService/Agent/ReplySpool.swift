@@ -23,6 +23,8 @@ final class ReplySpool: Sendable {
         var usage: TokenUsage
         var firstTokenMs: Int?
         var latencyMs: Int?
+        /// The full content of a reply that used tools or thinking (`Turn.content`); absent in older spool files.
+        var content: String?
     }
 
     let directory: URL
@@ -106,19 +108,20 @@ final class ReplySpool: Sendable {
                 TurnCompletion(
                     turnID: entry.turnID, userID: entry.userID, reply: entry.reply, model: entry.model,
                     stopReason: entry.stopReason, usage: entry.usage, firstTokenMs: entry.firstTokenMs,
-                    latencyMs: entry.latencyMs))
+                    latencyMs: entry.latencyMs, content: entry.content))
         case .cancelled:
             try await repository.cancelTurn(
                 TurnCompletion(
                     turnID: entry.turnID, userID: entry.userID, reply: entry.reply, model: entry.model,
                     stopReason: "cancelled", usage: entry.usage, firstTokenMs: entry.firstTokenMs,
-                    latencyMs: entry.latencyMs))
+                    latencyMs: entry.latencyMs, content: entry.content))
         case .failed, .interrupted:
             try await repository.failTurn(
                 TurnFailure(
                     turnID: entry.turnID, userID: entry.userID, status: entry.kind == .failed ? .failed : .interrupted,
                     partialReply: entry.reply, error: entry.error ?? "unknown error", model: entry.model,
-                    usage: entry.usage, firstTokenMs: entry.firstTokenMs, latencyMs: entry.latencyMs))
+                    usage: entry.usage, firstTokenMs: entry.firstTokenMs, latencyMs: entry.latencyMs,
+                    content: entry.content))
         }
     }
 }

@@ -11,6 +11,8 @@ enum TurnEvent: Sendable {
     case done(TurnOutcome)
     /// The turn failed after it started; what was received is stored. Always the last event.
     case failed(TurnFailureInfo)
+    /// Tool activity or thinking, between chunks.
+    case activity(TurnActivity)
 }
 
 /// A finished, persisted turn.
@@ -45,4 +47,15 @@ struct TurnHandle: Sendable {
 
     /// The turn's events from its start.
     var events: AsyncStream<TurnEvent> { reply.events(from: 0) }
+}
+
+/// What a turn does besides writing its reply: tool calls and their results, and (for clients that ask) thinking.
+/// Shown to listeners as it happens; never part of the reply text or its offsets.
+enum TurnActivity: Sendable, Equatable {
+    /// Claude asked for a tool; `input` is the call's input as canonical JSON text.
+    case toolCall(id: String, name: String, input: String)
+    /// A tool answered; `summary` is the start of its output.
+    case toolResult(id: String, name: String, isError: Bool, summary: String)
+    /// A piece of Claude's thinking (extended thinking only).
+    case thinking(String)
 }

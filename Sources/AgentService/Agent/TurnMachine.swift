@@ -12,6 +12,7 @@ import ThreadStore
 ///
 /// ```
 /// streaming ──message_stop──▶ persisting(completed) ──written──▶ finished (done)
+///     │ ╲──message_stop, stop_reason tool_use, rounds left──▶ runningTools ──results──▶ streaming (the next step)
 ///     │ ╲──failed, nothing delivered, budget left──▶ awaitingUpstreamRetry ──due──▶ streaming
 ///     ├──failed──▶ persisting(failed)          persisting ──transient failure──▶ awaitingPersistRetry ──due──▶ persisting
 ///     ├──cancel──▶ persisting(cancelled)       persisting ──deadline──▶ spooling ──▶ finished
@@ -34,6 +35,9 @@ struct TurnMachine: Sendable {
         var minimumAttemptTimeout = Duration.milliseconds(200)
         /// What is left of the write deadline once shutdown has begun.
         var shutdownBudget = Duration.seconds(2)
+        /// How many times one turn may run tools (`MAX_TOOL_ROUNDS`); a step asking for more ends the turn with stop
+        /// reason `max_tool_rounds`.
+        var maxToolRounds = 8
     }
 
     enum Event: Sendable {
@@ -57,6 +61,8 @@ struct TurnMachine: Sendable {
         case persistDeadlinePassed
         /// The ending was saved to the local spool (or the disk failed too).
         case spooled(Bool)
+        /// The tools of the running round answered (in the order they were asked for).
+        case toolsFinished([ToolResultBlock])
         /// The user pressed Stop.
         case cancelRequested
         /// The client that started the turn went away (the turn goes on; it can be resumed).
@@ -82,11 +88,18 @@ struct TurnMachine: Sendable {
     }
 
     enum Action: Sendable, Equatable {
-        case startUpstream(attempt: Int)
+        /// Ask Claude, with the turn's steps so far (assistant messages and tool results) after the prompt.
+        case startUpstream(attempt: Int, steps: [MessageParam])
         case scheduleUpstreamRetry(after: Duration)
         /// Text to deliver, exactly as it is appended to the reply.
         case relay(String)
+        /// Tool activity or thinking to show listeners (never part of the reply text).
+        case announce(TurnActivity)
         case stopUpstream
+        /// Run these tool calls (in parallel) and report `toolsFinished`.
+        case runTools([ToolCall])
+        /// Abandon the running tool calls.
+        case stopTools
         /// Write the ending (status and, for failures, the error) with this attempt's deadline.
         case persist(Ending, timeout: Duration)
         case schedulePersistRetry(after: Duration)
@@ -110,6 +123,8 @@ struct TurnMachine: Sendable {
         case awaitingUpstreamRetry(attempt: Int)
         case persisting(Persisting)
         case awaitingPersistRetry(Persisting)
+        /// Tools of round `round` (1-based) are running.
+        case runningTools(round: Int)
         case spooling(Ending)
         case finished
     }
@@ -122,8 +137,18 @@ struct TurnMachine: Sendable {
 
     let configuration: Configuration
     private(set) var state = State.initial
-    /// The reply so far: text, usage, model, stop reason.
+    /// The current step of the reply: its blocks, usage, model, stop reason.
     private(set) var accumulator = MessageAccumulator()
+    /// The reply's visible text so far, every step's (exactly what was relayed).
+    private(set) var reply = ""
+    /// The finished steps of this turn: assistant messages and the user messages with their tool results.
+    private(set) var steps: [MessageParam] = []
+    /// Usage of the finished steps (the current step's is in `accumulator`).
+    private var earlierUsage = Usage()
+    /// Tool rounds run so far.
+    private(set) var toolRounds = 0
+    /// Overrides Claude's stop reason (`max_tool_rounds`).
+    private var stopReasonOverride: String?
     /// Set once shutdown has begun; the write deadline is then at most `shutdownBudget` away.
     private(set) var shutdownDeadline: Instant?
 
@@ -140,7 +165,7 @@ struct TurnMachine: Sendable {
             switch event {
             case .begun:
                 state = .streaming(attempt: 1, delivered: false)
-                return [.startUpstream(attempt: 1)]
+                return [.startUpstream(attempt: 1, steps: [])]
             case .cancelRequested:
                 return beginPersist(Ending(status: .cancelled), at: now)
             case .shutdown:
@@ -161,10 +186,16 @@ struct TurnMachine: Sendable {
                 var actions: [Action] = []
                 // Relayed is what the reply took in: the delta of a text block (never a thinking or tool block's).
                 if case .textDelta(_, let delta) = upstream, accumulator.text.utf8.count > before {
-                    actions.append(.relay(delta))
+                    // A step's text after an earlier step's starts a new paragraph; the break is part of the reply.
+                    let piece = before == 0 && !reply.isEmpty && !reply.hasSuffix("\n") ? "\n\n" + delta : delta
+                    reply += piece
+                    actions.append(.relay(piece))
+                }
+                if case .thinkingDelta(_, let thinking) = upstream, !thinking.isEmpty {
+                    actions.append(.announce(.thinking(thinking)))
                 }
                 if case .messageStop = upstream {
-                    actions += beginPersist(Ending(status: .completed), at: now)
+                    actions += endStep(at: now)
                 }
                 return actions
             case .upstreamEnded:
@@ -176,7 +207,7 @@ struct TurnMachine: Sendable {
                 let retries = attempt - 1
                 if !delivered, error.isRetryable, configuration.upstreamRetry.hasBudget(retriesSoFar: retries) {
                     state = .awaitingUpstreamRetry(attempt: attempt + 1)
-                    accumulator = MessageAccumulator()
+                    accumulator = MessageAccumulator()  // this step's; earlier steps are kept
                     let delay = configuration.upstreamRetry.delay(
                         retryAfter: error.retryAfter, retriesSoFar: retries, jitter: jitter)
                     return [.scheduleUpstreamRetry(after: delay)]
@@ -190,7 +221,24 @@ struct TurnMachine: Sendable {
                 state = .finished
                 return [.stopUpstream, .finish(.error(Self.leaseLostInfo), outcome: "lease_lost")]
             case .begun, .upstreamRetryDue, .persisted, .persistFailed, .persistRetryDue, .persistDeadlinePassed,
-                .spooled, .clientGone:
+                .spooled, .clientGone, .toolsFinished:
+                return []
+            }
+
+        case .runningTools:
+            switch event {
+            case .toolsFinished(let results):
+                steps.append(MessageParam(role: .user, blocks: results.map(ContentBlock.toolResult)))
+                state = .streaming(attempt: 1, delivered: false)
+                return [.startUpstream(attempt: 1, steps: steps)]
+            case .cancelRequested:
+                return [.stopTools] + beginPersist(Ending(status: .cancelled), at: now)
+            case .shutdown:
+                return [.stopTools] + beginPersist(Self.interrupted, at: now)
+            case .leaseLost:
+                state = .finished
+                return [.stopTools, .finish(.error(Self.leaseLostInfo), outcome: "lease_lost")]
+            default:
                 return []
             }
 
@@ -198,7 +246,7 @@ struct TurnMachine: Sendable {
             switch event {
             case .upstreamRetryDue:
                 state = .streaming(attempt: attempt, delivered: false)
-                return [.startUpstream(attempt: attempt)]
+                return [.startUpstream(attempt: attempt, steps: steps)]
             case .cancelRequested:
                 return beginPersist(Ending(status: .cancelled), at: now)
             case .shutdown:
@@ -256,6 +304,58 @@ struct TurnMachine: Sendable {
         }
     }
 
+    // MARK: Steps and tools
+
+    /// The current step is complete: run the tools it asks for, or end the turn.
+    private mutating func endStep(at now: Instant) -> [Action] {
+        let calls = accumulator.toolCalls
+        guard accumulator.stopReason == "tool_use", !calls.isEmpty else {
+            return beginPersist(Ending(status: .completed), at: now)
+        }
+        guard toolRounds < configuration.maxToolRounds else {
+            stopReasonOverride = "max_tool_rounds"
+            return beginPersist(Ending(status: .completed), at: now)
+        }
+        toolRounds += 1
+        steps.append(MessageParam(role: .assistant, blocks: accumulator.contentBlocks))
+        earlierUsage = Self.sum(earlierUsage, accumulator.usage)
+        accumulator = MessageAccumulator()
+        state = .runningTools(round: toolRounds)
+        let announced = calls.map { call -> Action in
+            .announce(.toolCall(id: call.block.id, name: call.block.name, input: call.block.input.canonicalText))
+        }
+        return announced + [.runTools(calls)]
+    }
+
+    /// Usage of the whole turn: every step's tokens added up.
+    var usage: Usage { Self.sum(earlierUsage, accumulator.usage) }
+
+    /// The stop reason to store and show: Claude's last, or `max_tool_rounds`.
+    var stopReason: String? { stopReasonOverride ?? accumulator.stopReason }
+
+    /// What the turn stores as its full content (`Turn.content`): every step, the current one as far as it got; nil
+    /// when the reply is text alone (then `reply` is all of it).
+    var content: [MessageParam]? {
+        var all = steps
+        let current = accumulator.contentBlocks
+        if !current.isEmpty { all.append(MessageParam(role: .assistant, blocks: current)) }
+        let textOnly = all.allSatisfy { message in
+            message.role == .assistant
+                && message.blocks.allSatisfy {
+                    if case .text = $0 { return true }
+                    return false
+                }
+        }
+        return textOnly ? nil : all
+    }
+
+    private static func sum(_ a: Usage, _ b: Usage) -> Usage {
+        Usage(
+            inputTokens: a.inputTokens + b.inputTokens, outputTokens: a.outputTokens + b.outputTokens,
+            cacheCreationInputTokens: a.cacheCreationInputTokens + b.cacheCreationInputTokens,
+            cacheReadInputTokens: a.cacheReadInputTokens + b.cacheReadInputTokens)
+    }
+
     // MARK: Writing the ending
 
     private mutating func beginPersist(_ ending: Ending, at now: Instant) -> [Action] {
@@ -302,7 +402,7 @@ struct TurnMachine: Sendable {
                         retryable: false)), outcome: "thread_deleted")
         }
         switch ending.status {
-        case .completed: return .finish(.done(stopReason: accumulator.stopReason), outcome: "completed")
+        case .completed: return .finish(.done(stopReason: stopReason), outcome: "completed")
         case .cancelled: return .finish(.done(stopReason: "cancelled"), outcome: "cancelled")
         default: return .finish(.error(ending.failure ?? Self.internalFailure), outcome: ending.status.rawValue)
         }

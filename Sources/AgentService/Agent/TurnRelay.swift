@@ -202,7 +202,8 @@ final class TurnRelay: Service, Sendable {
                     offset = end
                     // Live text goes out at most every `batchInterval`: what arrives meanwhile is one NOTIFY.
                     do { try await Task.sleep(for: Self.batchInterval) } catch { return }
-                case .ping?:
+                case .ping?, .activity?:
+                    // Followers on other instances get the text (tool activity is shown where the turn runs).
                     continue
                 case .final(let event)?:
                     if let final = RelayMessage.final(event) {

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Synchronization
 import ThreadStore
+import Tools
 
 /// Executes one turn: the I/O half of `TurnMachine`.
 ///
@@ -26,6 +27,12 @@ struct TurnRun: Sendable {
     let metrics: ServiceMetrics
     let logger: Logger
     let machine: TurnMachine.Configuration
+    /// The tools Claude may call (the request offers their definitions).
+    var tools: ToolRegistry = .empty
+    /// The longest any one tool call is waited for (servers time their own calls out sooner).
+    var toolDeadline: Duration = .seconds(60)
+    /// A tool's output beyond this many UTF-8 bytes is cut (with a note saying so).
+    var toolOutputLimit = 100_000
 
     func run() async {
         let clock = ContinuousClock()
@@ -35,6 +42,7 @@ struct TurnRun: Sendable {
         var latencyMs: Int?
         var entry: ReplySpool.Entry?
         var upstream: StopSignal?
+        var toolRun: StopSignal?
         metrics.streamStarted()
         defer { metrics.streamEnded(duration: clock.now - start) }
         let log = {
@@ -50,11 +58,22 @@ struct TurnRun: Sendable {
                 loop: for await event in slot.events {
                     for action in machine.handle(event, at: clock.now) {
                         switch action {
-                        case .startUpstream(let attempt):
+                        case .startUpstream(let attempt, let steps):
                             if attempt > 1 { log.info("asking Claude again (attempt \(attempt))") }
                             let stop = StopSignal()
                             upstream = stop
-                            group.addTask { await self.stream(until: stop) }
+                            var request = context.request
+                            request.messages += steps
+                            group.addTask { await self.stream(request, until: stop) }
+                        case .runTools(let calls):
+                            let stop = StopSignal()
+                            toolRun = stop
+                            group.addTask { await self.runTools(calls, until: stop, log: log) }
+                        case .stopTools:
+                            toolRun?.fire()
+                            toolRun = nil
+                        case .announce(let activity):
+                            slot.announce(activity)
                         case .stopUpstream:
                             upstream?.fire()
                             upstream = nil
@@ -70,8 +89,8 @@ struct TurnRun: Sendable {
                         case .persist(let ending, let timeout):
                             if entry == nil {
                                 latencyMs = (clock.now - start).milliseconds
-                                entry = makeEntry(ending, machine.accumulator, firstTokenMs, latencyMs)
-                                noteEnding(ending, machine.accumulator, log: log)
+                                entry = makeEntry(ending, machine, firstTokenMs, latencyMs)
+                                noteEnding(ending, machine, log: log)
                             }
                             let write = entry!
                             group.addTask { await self.write(write, within: timeout, log: log) }
@@ -94,12 +113,13 @@ struct TurnRun: Sendable {
                         case .finish(let final, let outcome):
                             metrics.turnFinished(outcome: outcome)
                             slot.reply.finish(
-                                frame(final, machine.accumulator, firstTokenMs: firstTokenMs, latencyMs: latencyMs))
+                                frame(final, machine, firstTokenMs: firstTokenMs, latencyMs: latencyMs))
                             break loop
                         }
                     }
                 }
                 upstream?.fire()
+                toolRun?.fire()
                 // Timers still pending, or a write attempt abandoned at its deadline: the turn is over.
                 group.cancelAll()
             }
@@ -112,11 +132,11 @@ struct TurnRun: Sendable {
 
     /// One upstream attempt, relaying its events to the inbox, until it ends or `stop` fires (which cancels it and
     /// so closes the upstream connection).
-    private func stream(until stop: StopSignal) async {
+    private func stream(_ request: MessagesRequest, until stop: StopSignal) async {
         await withTaskGroup(of: Void.self) { attempt in
             attempt.addTask {
                 do {
-                    for try await event in claude.stream(context.request) { slot.post(.upstream(event)) }
+                    for try await event in claude.stream(request) { slot.post(.upstream(event)) }
                     slot.post(.upstreamEnded)
                 } catch {
                     let failure =
@@ -128,6 +148,87 @@ struct TurnRun: Sendable {
             _ = await attempt.next()
             attempt.cancelAll()
         }
+    }
+
+    /// One round of tool calls, in parallel, each bounded by `toolDeadline`; reports `toolsFinished` with the results
+    /// in the order of the calls, and announces each result as it arrives. `stop` abandons the calls (cancelled
+    /// MCP calls answer at once; the machine ignores the late report).
+    private func runTools(_ calls: [ToolCall], until stop: StopSignal, log: Logger) async {
+        let started = ContinuousClock.now
+        let results = await withTaskGroup(of: (Int, ToolResultBlock)?.self) { group in
+            for (index, call) in calls.enumerated() {
+                group.addTask {
+                    let outcome = await self.call(call)
+                    let result = ToolResultBlock(
+                        toolUseID: call.block.id, content: outcome.text, isError: outcome.isError)
+                    slot.announce(
+                        .toolResult(
+                            id: call.block.id, name: call.block.name, isError: outcome.isError,
+                            summary: Self.summary(of: outcome.text)))
+                    let known = self.tools.definitions.contains { $0.name == call.block.name }
+                    metrics.toolCall(name: known ? call.block.name : "unknown", isError: outcome.isError)
+                    return (index, result)
+                }
+            }
+            group.addTask {
+                await stop.wait()
+                return nil
+            }
+            var results = [ToolResultBlock?](repeating: nil, count: calls.count)
+            var missing = calls.count
+            while missing > 0, let next = await group.next() {
+                guard let (index, result) = next else { break }  // stopped
+                results[index] = result
+                missing -= 1
+            }
+            group.cancelAll()
+            return missing == 0 ? results.compactMap { $0 } : nil
+        }
+        guard let results else { return }
+        log.debug(
+            "tool round done",
+            metadata: ["tools": "\(calls.map(\.block.name))", "ms": "\((ContinuousClock.now - started).milliseconds)"])
+        slot.post(.toolsFinished(results))
+    }
+
+    /// One tool call: an input that is not a JSON object is answered without calling anything; the output is made
+    /// storable (no NUL, at most `toolOutputLimit` bytes).
+    private func call(_ call: ToolCall) async -> ToolOutcome {
+        if let problem = call.inputError {
+            return ToolOutcome(text: "\(problem); send the input again as a JSON object", isError: true)
+        }
+        let tools = self.tools
+        let input = call.block.input.canonicalText
+        let callContext = ToolCallContext(userID: context.userID, threadID: context.threadID)
+        let name = call.block.name
+        let result = await withDeadline(toolDeadline, cancelWorkOnTimeout: true) {
+            await tools.call(name: name, input: input, context: callContext)
+        }
+        var outcome: ToolOutcome
+        switch result {
+        case .success(let answered)?: outcome = answered
+        case .failure?: outcome = ToolOutcome(text: "the tool call was cancelled", isError: true)
+        case nil: outcome = ToolOutcome(text: "the tool timed out after \(toolDeadline)", isError: true)
+        }
+        outcome.text = Self.storable(outcome.text, limit: toolOutputLimit)
+        return outcome
+    }
+
+    /// `text` without NUL (Postgres cannot store it) and cut to `limit` UTF-8 bytes at a character boundary.
+    static func storable(_ text: String, limit: Int) -> String {
+        var text = text.contains("\u{0}") ? text.replacingOccurrences(of: "\u{0}", with: "\u{FFFD}") : text
+        let count = text.utf8.count
+        guard count > limit else { return text }
+        var cut = text.utf8.index(text.utf8.startIndex, offsetBy: limit)
+        while cut > text.startIndex, !text.unicodeScalars.indices.contains(cut) { cut = text.utf8.index(before: cut) }
+        text = String(text[..<cut]) + "\n[output cut: \(count) bytes, the first \(limit) shown]"
+        return text
+    }
+
+    /// The first line or 200 characters of a tool's output, for listeners.
+    static func summary(of text: String) -> String {
+        let first = text.prefix { $0 != "\n" }
+        return first.count > 200 ? String(first.prefix(200)) + "…" : String(first)
     }
 
     /// One write attempt of the ending, reported as `persisted` or `persistFailed`.
@@ -163,8 +264,9 @@ struct TurnRun: Sendable {
     // MARK: Building what is stored and sent
 
     private func makeEntry(
-        _ ending: TurnMachine.Ending, _ reply: MessageAccumulator, _ firstTokenMs: Int?, _ latencyMs: Int?
+        _ ending: TurnMachine.Ending, _ machine: TurnMachine, _ firstTokenMs: Int?, _ latencyMs: Int?
     ) -> ReplySpool.Entry {
+        let reply = machine.accumulator
         let kind: ReplySpool.Entry.Kind =
             switch ending.status {
             case .completed: .completed
@@ -173,37 +275,39 @@ struct TurnRun: Sendable {
             default: .failed
             }
         return ReplySpool.Entry(
-            kind: kind, turnID: context.turnID, userID: context.userID, reply: reply.text,
+            kind: kind, turnID: context.turnID, userID: context.userID, reply: machine.reply,
             model: reply.model ?? context.request.model,
-            stopReason: ending.status == .completed ? reply.stopReason : nil,
-            error: ending.failure.map { "\($0.type): \($0.message)" }, usage: Self.usage(reply.usage),
-            firstTokenMs: firstTokenMs, latencyMs: latencyMs)
+            stopReason: ending.status == .completed ? machine.stopReason : nil,
+            error: ending.failure.map { "\($0.type): \($0.message)" }, usage: Self.usage(machine.usage),
+            firstTokenMs: firstTokenMs, latencyMs: latencyMs, content: machine.content.map(Transcript.encode))
     }
 
-    private func noteEnding(_ ending: TurnMachine.Ending, _ reply: MessageAccumulator, log: Logger) {
+    private func noteEnding(_ ending: TurnMachine.Ending, _ machine: TurnMachine, log: Logger) {
+        let reply = machine.reply
         switch ending.status {
         case .completed:
-            metrics.tokens(Self.usage(reply.usage))
+            metrics.tokens(Self.usage(machine.usage))
         case .cancelled:
-            log.info("turn stopped by the user after \(reply.text.unicodeScalars.count) characters")
+            log.info("turn stopped by the user after \(reply.unicodeScalars.count) characters")
         default:
             let failure = ending.failure ?? TurnMachine.internalFailure
             metrics.upstreamError(type: failure.type)
             log.warning(
-                "turn failed after \(reply.text.unicodeScalars.count) characters; partial reply stored",
+                "turn failed after \(reply.unicodeScalars.count) characters; partial reply stored",
                 metadata: ["error_type": "\(failure.type)", "error": "\(failure.message)"])
         }
     }
 
     private func frame(
-        _ final: TurnMachine.Final, _ reply: MessageAccumulator, firstTokenMs: Int?, latencyMs: Int?
+        _ final: TurnMachine.Final, _ machine: TurnMachine, firstTokenMs: Int?, latencyMs: Int?
     ) -> TurnEvent {
+        let reply = machine.accumulator
         switch final {
         case .done(let stopReason):
             return .done(
                 TurnOutcome(
-                    threadID: context.threadID, turnID: context.turnID, reply: reply.text,
-                    usage: Self.usage(reply.usage), model: reply.model ?? context.request.model, stopReason: stopReason,
+                    threadID: context.threadID, turnID: context.turnID, reply: machine.reply,
+                    usage: Self.usage(machine.usage), model: reply.model ?? context.request.model, stopReason: stopReason,
                     firstTokenMs: firstTokenMs, latencyMs: latencyMs))
         case .error(let info):
             return .failed(info)

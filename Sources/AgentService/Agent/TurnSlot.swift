@@ -42,6 +42,12 @@ final class TurnSlot: Sendable {
         reply.append(text)
     }
 
+    /// Shows tool activity or thinking to the reply's listeners.
+    func announce(_ activity: TurnActivity) {
+        lastActivityNanos.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
+        reply.announce(activity)
+    }
+
     /// Pings the reply's listeners when it has been quiet for `interval` nanoseconds.
     func pingIfIdle(now: UInt64, interval: UInt64) {
         guard now &- lastActivityNanos.load(ordering: .relaxed) >= interval else { return }

@@ -120,7 +120,8 @@ struct ChatCommand: AsyncParsableCommand {
                     if Task.isCancelled { break }
                     switch event {
                     case .chunk(let text, _): CLI.write(TerminalText.safe(text))
-                    case .ping: continue
+                    case .ping, .activity(.thinking): continue
+                    case .activity(let activity): CLI.write(style.dim(Self.describe(activity)))
                     case .done(let outcome):
                         if outcome.stopReason == "cancelled" { CLI.write(style.dim(" [stopped]")) }
                     case .failed(let failure): CLI.write("\n" + style.warning("[\(failure.type): \(failure.message)]"))
@@ -139,6 +140,18 @@ struct ChatCommand: AsyncParsableCommand {
     }
 
     static func newThreadID() -> String { UUID().uuidString.lowercased() }
+
+    /// A tool call or result as one dim line of the transcript.
+    static func describe(_ activity: TurnActivity) -> String {
+        switch activity {
+        case .toolCall(_, let name, let input):
+            return "\n[tool \(TerminalText.safe(name)) \(TerminalText.safe(String(input.prefix(200))))]\n"
+        case .toolResult(_, let name, let isError, let summary):
+            return "[\(isError ? "tool error" : "result") \(TerminalText.safe(name)): \(TerminalText.safe(summary))]\n"
+        case .thinking(let text):
+            return TerminalText.safe(text)
+        }
+    }
 
     static func describe(_ error: any Error) -> String {
         guard let error = error as? AgentError else { return "\(error)" }

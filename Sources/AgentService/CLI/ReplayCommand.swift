@@ -101,7 +101,8 @@ struct ReplayCommand: AsyncParsableCommand {
             for await event in handle.events {
                 switch event {
                 case .chunk(let text, _): CLI.write(TerminalText.safe(text))
-                case .ping: continue
+                case .ping, .activity(.thinking): continue
+                case .activity(let activity): CLI.write(style.dim(ChatCommand.describe(activity)))
                 case .done(let done): outcome = done
                 case .failed(let failure): CLI.write("\n" + style.warning("[\(failure.type): \(failure.message)]"))
                 }

@@ -89,6 +89,16 @@ struct ServiceConfiguration: Sendable {
     var spoolDirectory = ".agent-service/spool"
     /// Pacing of the offline stub's replies (milliseconds between words), so streaming is visible without a key.
     var offlineStubDeltaIntervalMs = 40
+    /// `TOOLS_CONFIG`: a JSON file listing the MCP servers whose tools Claude may call (none by default).
+    var toolsConfigPath: String?
+    /// `MEMORY_SEARCH`: offer the built-in `search_memory` tool (the user's own earlier threads).
+    var memorySearch = true
+    /// `MAX_TOOL_ROUNDS`: how many times one turn may run tools.
+    var maxToolRounds = 8
+    /// `TOOL_OUTPUT_MAX_BYTES`: a tool result is cut to this many bytes before Claude sees it (and it is stored).
+    var toolOutputMaxBytes = 100_000
+    /// `CLAUDE_THINKING_BUDGET`: extended thinking's token budget; nil (the default) leaves thinking off.
+    var thinkingBudget: Int?
 
     static let defaultSystemPrompt = """
         You are a helpful, concise assistant in a chat application. Answer in the user's language. \
@@ -167,6 +177,7 @@ struct ServiceConfiguration: Sendable {
             env, "PERSIST_RETRY_SECONDS", default: persistRetrySeconds, range: 0...3_600)
         offlineStubDeltaIntervalMs = try Self.integer(
             env, "OFFLINE_STUB_DELTA_MS", default: offlineStubDeltaIntervalMs, range: 0...10_000)
+        try readTools(env)
         try readAuth(env)
         spoolDirectory = env["SPOOL_DIR"] ?? spoolDirectory
         offlineStubDirectives = try Self.boolean(env, "OFFLINE_STUB_DIRECTIVES", default: offlineStubDirectives)
@@ -185,6 +196,22 @@ struct ServiceConfiguration: Sendable {
             throw ConfigurationError(
                 "SSE_PING_SECONDS: \(pingIntervalSeconds) is not much shorter than TURN_LEASE_SECONDS (\(leaseSeconds)); use at most half of it"
             )
+        }
+    }
+
+    private mutating func readTools(_ env: AppEnvironment) throws {
+        if let path = env["TOOLS_CONFIG"], !path.isEmpty { toolsConfigPath = path }
+        memorySearch = try Self.boolean(env, "MEMORY_SEARCH", default: memorySearch)
+        maxToolRounds = try Self.integer(env, "MAX_TOOL_ROUNDS", default: maxToolRounds, range: 0...100)
+        toolOutputMaxBytes = try Self.integer(
+            env, "TOOL_OUTPUT_MAX_BYTES", default: toolOutputMaxBytes, range: 1_000...(16 << 20))
+        if env["CLAUDE_THINKING_BUDGET"] != nil {
+            let budget = try Self.integer(env, "CLAUDE_THINKING_BUDGET", default: 0, range: 1_024...128_000)
+            guard budget < maxTokens else {
+                throw ConfigurationError(
+                    "CLAUDE_THINKING_BUDGET: \(budget) must be below CLAUDE_MAX_TOKENS (\(maxTokens)), which includes it")
+            }
+            thinkingBudget = budget
         }
     }
 

@@ -137,13 +137,13 @@ struct AgentAPI: Sendable {
         let turnID = handle.turnID
         return Self.eventStream(
             threadID: handle.threadID, turnID: handle.turnID, events: handle.events, logger: context.logger,
-            onDisconnect: { supervisor.post(.clientGone, to: turnID) })
+            includeThinking: try Self.wantsThinking(request), onDisconnect: { supervisor.post(.clientGone, to: turnID) })
     }
 
     /// An SSE response relaying `events` until the final frame. A client that goes away only stops listening: the
     /// turn goes on under the supervisor, is persisted, and can be resumed.
     static func eventStream(
-        threadID: String, turnID: UUID, events: AsyncStream<TurnEvent>, logger: Logger,
+        threadID: String, turnID: UUID, events: AsyncStream<TurnEvent>, logger: Logger, includeThinking: Bool = false,
         onDisconnect: (@Sendable () -> Void)? = nil
     ) -> Response {
         let turnKey = turnID.uuidString.lowercased()
@@ -159,6 +159,7 @@ struct AgentAPI: Sendable {
             status: .ok, headers: headers,
             body: ResponseBody { writer in
                 for await event in events {
+                    if case .activity(.thinking) = event, !includeThinking { continue }
                     do {
                         try await writer.write(
                             ServerSentEvents.frame(for: event, threadID: threadID, turnID: turnID, turnKey: turnKey))
@@ -169,7 +170,7 @@ struct AgentAPI: Sendable {
                     }
                     switch event {
                     case .done, .failed: break
-                    case .chunk, .ping: continue
+                    case .chunk, .ping, .activity: continue
                     }
                     break
                 }
@@ -184,7 +185,7 @@ struct AgentAPI: Sendable {
         for await event in handle.events {
             switch event {
             case .chunk(let chunk, _): text += chunk
-            case .ping: continue
+            case .ping, .activity: continue
             case .done(let outcome):
                 return JSONResponse.make(
                     object: [
@@ -354,7 +355,7 @@ struct AgentAPI: Sendable {
         let turnID = handle.turnID
         return Self.uiMessageStream(
             threadID: handle.threadID, turnID: handle.turnID, events: handle.events,
-            onDisconnect: { supervisor.post(.clientGone, to: turnID) })
+            includeThinking: try Self.wantsThinking(request), onDisconnect: { supervisor.post(.clientGone, to: turnID) })
     }
 
     /// `GET /api/chat/{id}/stream`: what `useChat({resume: true})` calls on load; the running reply from its start,
@@ -372,11 +373,14 @@ struct AgentAPI: Sendable {
             throw Self.apiError(error)
         }
         guard let followed else { return Response(status: .noContent) }
-        return Self.uiMessageStream(threadID: followed.threadID, turnID: followed.turnID, events: followed.events)
+        return Self.uiMessageStream(
+            threadID: followed.threadID, turnID: followed.turnID, events: followed.events,
+            includeThinking: try Self.wantsThinking(request))
     }
 
     static func uiMessageStream(
-        threadID: String, turnID: UUID, events: AsyncStream<TurnEvent>, onDisconnect: (@Sendable () -> Void)? = nil
+        threadID: String, turnID: UUID, events: AsyncStream<TurnEvent>, includeThinking: Bool = false,
+        onDisconnect: (@Sendable () -> Void)? = nil
     ) -> Response {
         var headers: HTTPFields = [
             .contentType: "text/event-stream; charset=utf-8",
@@ -392,11 +396,13 @@ struct AgentAPI: Sendable {
             body: ResponseBody { writer in
                 do {
                     try await writer.write(UIMessageStream.prelude(threadID: threadID, turnID: turnID))
+                    var encoder = UIMessageStream.Encoder()
                     for await event in events {
-                        try await writer.write(UIMessageStream.frames(for: event))
+                        if case .activity(.thinking) = event, !includeThinking { continue }
+                        try await writer.write(encoder.frames(for: event))
                         switch event {
                         case .done, .failed: break
-                        case .chunk, .ping: continue
+                        case .chunk, .ping, .activity: continue
                         }
                         break
                     }
@@ -424,7 +430,18 @@ struct AgentAPI: Sendable {
         }
         guard let followed else { return Response(status: .noContent) }
         return Self.eventStream(
-            threadID: followed.threadID, turnID: followed.turnID, events: followed.events, logger: context.logger)
+            threadID: followed.threadID, turnID: followed.turnID, events: followed.events, logger: context.logger,
+            includeThinking: try Self.wantsThinking(request))
+    }
+
+    /// `?thinking=true`: the client wants Claude's thinking streamed (with `CLAUDE_THINKING_BUDGET` set).
+    static func wantsThinking(_ request: Request) throws -> Bool {
+        guard let value = request.uri.queryParameters["thinking"].map(String.init) else { return false }
+        switch value.lowercased() {
+        case "true", "1", "yes": return true
+        case "false", "0", "no", "": return false
+        default: throw APIError.invalid("thinking", "thinking must be true or false")
+        }
     }
 
     /// `POST /threads/{id}/cancel`: stops the thread's running turn, wherever it runs.

@@ -37,8 +37,26 @@ enum ServerSentEvents {
             buffer.writeStaticString("data: ")
             buffer.writeString(errorJSON(failure, threadID: threadID, turnID: turnID))
             buffer.writeStaticString("\n\n")
+        case .activity(let activity):
+            buffer.writeStaticString("data: ")
+            buffer.writeString(activityJSON(activity))
+            buffer.writeStaticString("\n\n")
         }
         return buffer
+    }
+
+    /// `{"tool_call": {"id", "name", "input"}}`, `{"tool_result": {"id", "name", "is_error", "summary"}}` or
+    /// `{"thinking": "..."}`: events a seed-format client ignores (it reads only `chunk`, `done` and `error`).
+    static func activityJSON(_ activity: TurnActivity) -> String {
+        switch activity {
+        case .toolCall(let id, let name, let input):
+            return "{\"tool_call\":{\"id\":\(quoted(id)),\"name\":\(quoted(name)),\"input\":\(input)}}"
+        case .toolResult(let id, let name, let isError, let summary):
+            return "{\"tool_result\":{\"id\":\(quoted(id)),\"name\":\(quoted(name)),\"is_error\":\(isError),"
+                + "\"summary\":\(quoted(summary))}}"
+        case .thinking(let text):
+            return "{\"thinking\":\(quoted(text))}"
+        }
     }
 
     static func doneJSON(_ outcome: TurnOutcome) -> String {

@@ -96,6 +96,14 @@ final class ServiceMetrics: Sendable {
         turnCounter(outcome).increment()
     }
 
+    /// One tool call ended; `name` is a configured tool's name or `unknown` (the model's names are not labels).
+    func toolCall(name: String, isError: Bool) {
+        registry.makeCounter(
+            descriptor: Self.name("tool_calls", unit: "total", help: "Tool calls run for Claude, by tool and outcome."),
+            labels: [("tool", Self.boundedLabel(name)), ("outcome", isError ? "error" : "ok")]
+        ).increment()
+    }
+
     func turnRefused(reason: String) {
         registry.makeCounter(
             descriptor: Self.name("turns_refused", unit: "total", help: "Turns refused at admission (429), by limit."),

@@ -177,16 +177,30 @@ final class StreamDriver: @unchecked Sendable {  // used only by the single task
             )
             emit(.messageStart(start), isContent: false)
         case "content_block_start":
-            emit(
-                .contentBlockStart(index: wire.index ?? 0, type: wire.content_block?.type ?? "unknown"),
-                isContent: false)
+            let index = wire.index ?? 0
+            let block = wire.content_block
+            switch block?.type {
+            case "tool_use":
+                emit(.toolUseStart(index: index, id: block?.id ?? "", name: block?.name ?? ""), isContent: false)
+            case "redacted_thinking":
+                emit(.redactedThinking(index: index, data: block?.data ?? ""), isContent: false)
+            default:
+                emit(.contentBlockStart(index: index, type: block?.type ?? "unknown"), isContent: false)
+            }
         case "ping":
             emit(.ping, isContent: false)
         case "content_block_delta":
             let index = wire.index ?? 0
-            if wire.delta?.type == "text_delta" {
+            switch wire.delta?.type {
+            case "text_delta":
                 emit(.textDelta(index: index, text: wire.delta?.text ?? ""), isContent: true)
-            } else {
+            case "input_json_delta":
+                emit(.inputJSONDelta(index: index, partialJSON: wire.delta?.partial_json ?? ""), isContent: true)
+            case "thinking_delta":
+                emit(.thinkingDelta(index: index, thinking: wire.delta?.thinking ?? ""), isContent: true)
+            case "signature_delta":
+                emit(.signatureDelta(index: index, signature: wire.delta?.signature ?? ""), isContent: true)
+            default:
                 emit(.otherDelta(index: index, type: wire.delta?.type ?? "unknown"), isContent: true)
             }
         case "content_block_stop":

@@ -24,11 +24,17 @@ struct WireMessage: Decodable {
 struct WireBlock: Decodable {
     var type: String
     var text: String?
+    var id: String?
+    var name: String?
+    var data: String?
 }
 
 struct WireDelta: Decodable {
     var type: String?
     var text: String?
+    var partial_json: String?
+    var thinking: String?
+    var signature: String?
     var stop_reason: String?
     var stop_sequence: String?
 }

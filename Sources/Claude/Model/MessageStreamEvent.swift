@@ -47,12 +47,22 @@ public struct MessageStart: Sendable, Hashable {
 public enum MessageStreamEvent: Sendable, Hashable {
     /// `message_start`.
     case messageStart(MessageStart)
-    /// `content_block_start` with the block's type (`text`, `thinking`, `tool_use`, …).
+    /// `content_block_start` of a block other than `tool_use` and `redacted_thinking`, with its type (`text`,
+    /// `thinking`, …).
     case contentBlockStart(index: Int, type: String)
+    /// `content_block_start` of a `tool_use` block.
+    case toolUseStart(index: Int, id: String, name: String)
+    /// `content_block_start` of a `redacted_thinking` block (complete in its start event).
+    case redactedThinking(index: Int, data: String)
     /// A `text_delta`.
     case textDelta(index: Int, text: String)
-    /// Any other delta (`thinking_delta`, `input_json_delta`, `signature_delta`, `citations_delta`, unknown),
-    /// by its delta type.
+    /// An `input_json_delta`: a fragment of a tool call's input JSON text (fragments split anywhere).
+    case inputJSONDelta(index: Int, partialJSON: String)
+    /// A `thinking_delta`.
+    case thinkingDelta(index: Int, thinking: String)
+    /// A `signature_delta` (the thinking block's signature).
+    case signatureDelta(index: Int, signature: String)
+    /// Any other delta (`citations_delta`, unknown), by its delta type.
     case otherDelta(index: Int, type: String)
     /// `content_block_stop`.
     case contentBlockStop(index: Int)
@@ -87,6 +97,16 @@ public struct Message: Sendable, Hashable {
     public var attempts: Int
 }
 
+/// A tool call of a finished step, with its input as parsed (or why it could not be).
+public struct ToolCall: Sendable, Hashable {
+    /// The `tool_use` block as it is stored and sent back (an unparsable input becomes `{}`).
+    public var block: ToolUseBlock
+    /// The input text as Claude streamed it.
+    public var inputText: String
+    /// Why the input is not a JSON object, if it is not.
+    public var inputError: String?
+}
+
 /// Accumulates a streamed reply; the service feeds it every event it relays.
 public struct MessageAccumulator: Sendable {
     /// The text of all text blocks, in order.
@@ -106,6 +126,15 @@ public struct MessageAccumulator: Sendable {
     /// Whether `message_stop` arrived: only then is the reply complete.
     public private(set) var sawMessageStop = false
     private var textBlocks: Set<Int> = []
+    private var blocks: [Int: Partial] = [:]
+    private var order: [Int] = []
+
+    private enum Partial: Sendable {
+        case text(String)
+        case thinking(String, signature: String)
+        case redactedThinking(String)
+        case toolUse(id: String, name: String, input: String)
+    }
 
     /// Creates an empty accumulator.
     public init() {}
@@ -119,9 +148,38 @@ public struct MessageAccumulator: Sendable {
             requestID = start.requestID
             usage = start.usage
         case .contentBlockStart(let index, let type):
-            if type == "text" { textBlocks.insert(index) }
+            if type == "text" {
+                textBlocks.insert(index)
+                open(index, .text(""))
+            } else if type == "thinking" {
+                open(index, .thinking("", signature: ""))
+            }
+        case .toolUseStart(let index, let id, let name):
+            open(index, .toolUse(id: id, name: name, input: ""))
+        case .redactedThinking(let index, let data):
+            open(index, .redactedThinking(data))
         case .textDelta(let index, let delta):
-            if textBlocks.contains(index) || textBlocks.isEmpty { text += delta }
+            if textBlocks.contains(index) || textBlocks.isEmpty {
+                text += delta
+                if case .text(let t)? = blocks[index] {
+                    blocks[index] = .text(t + delta)
+                } else if blocks[index] == nil {
+                    textBlocks.insert(index)
+                    open(index, .text(delta))
+                }
+            }
+        case .inputJSONDelta(let index, let fragment):
+            if case .toolUse(let id, let name, let input)? = blocks[index] {
+                blocks[index] = .toolUse(id: id, name: name, input: input + fragment)
+            }
+        case .thinkingDelta(let index, let delta):
+            if case .thinking(let t, let signature)? = blocks[index] {
+                blocks[index] = .thinking(t + delta, signature: signature)
+            }
+        case .signatureDelta(let index, let delta):
+            if case .thinking(let t, let signature)? = blocks[index] {
+                blocks[index] = .thinking(t, signature: signature + delta)
+            }
         case .messageDelta(let reason, let sequence, let newUsage):
             stopReason = reason
             stopSequence = sequence
@@ -130,6 +188,56 @@ public struct MessageAccumulator: Sendable {
             sawMessageStop = true
         case .otherDelta, .contentBlockStop, .ping:
             break
+        }
+    }
+
+    private mutating func open(_ index: Int, _ block: Partial) {
+        if blocks[index] == nil { order.append(index) }
+        blocks[index] = block
+    }
+
+    /// The reply's blocks in order, as they are stored and sent back: text, thinking (with its signature),
+    /// redacted thinking and tool calls (inputs in canonical form; one that is not a JSON object becomes `{}`).
+    /// Empty text blocks are left out.
+    public var contentBlocks: [ContentBlock] {
+        order.compactMap { index -> ContentBlock? in
+            switch blocks[index]! {
+            case .text(let t): return t.isEmpty ? nil : .text(TextBlock(t))
+            case .thinking(let t, let signature): return .thinking(ThinkingBlock(thinking: t, signature: signature))
+            case .redactedThinking(let data): return .redactedThinking(data: data)
+            case .toolUse(let id, let name, let input):
+                return .toolUse(ToolUseBlock(id: id, name: name, input: Self.parseInput(input).value))
+            }
+        }
+    }
+
+    /// The tool calls of the reply, in order.
+    public var toolCalls: [ToolCall] {
+        order.compactMap { index -> ToolCall? in
+            guard case .toolUse(let id, let name, let input)? = blocks[index] else { return nil }
+            let parsed = Self.parseInput(input)
+            return ToolCall(
+                block: ToolUseBlock(id: id, name: name, input: parsed.value), inputText: input, inputError: parsed.error)
+        }
+    }
+
+    /// The thinking text of the reply so far (all thinking blocks).
+    public var thinkingText: String {
+        order.compactMap { index -> String? in
+            if case .thinking(let t, _)? = blocks[index] { return t }
+            return nil
+        }.joined()
+    }
+
+    private static func parseInput(_ text: String) -> (value: JSONValue, error: String?) {
+        // The API sends no fragment at all for a tool without input.
+        if text.allSatisfy({ $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "\r" }) { return (.object([:]), nil) }
+        do {
+            let value = try JSONValue(parsing: text)
+            guard case .object = value else { return (.object([:]), "the tool input is not a JSON object") }
+            return (value, nil)
+        } catch {
+            return (.object([:]), "the tool input is not valid JSON (\(error.message))")
         }
     }
 }

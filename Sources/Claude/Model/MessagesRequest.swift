@@ -29,6 +29,70 @@ public struct TextBlock: Sendable, Hashable {
     }
 }
 
+/// A `tool_use` block: Claude asks for a tool.
+public struct ToolUseBlock: Sendable, Hashable {
+    /// The call's id (`toolu_…`), which its `tool_result` names.
+    public var id: String
+    /// The tool's name.
+    public var name: String
+    /// The input object.
+    public var input: JSONValue
+
+    /// Creates a tool call.
+    public init(id: String, name: String, input: JSONValue) {
+        self.id = id
+        self.name = name
+        self.input = input
+    }
+}
+
+/// A `tool_result` block: the answer to one `tool_use` of the previous assistant message.
+public struct ToolResultBlock: Sendable, Hashable {
+    /// The `tool_use` block's id.
+    public var toolUseID: String
+    /// The result as text.
+    public var content: String
+    /// Whether the tool failed (Claude sees the text as an error).
+    public var isError: Bool
+
+    /// Creates a tool result.
+    public init(toolUseID: String, content: String, isError: Bool = false) {
+        self.toolUseID = toolUseID
+        self.content = content
+        self.isError = isError
+    }
+}
+
+/// A `thinking` block with the signature that lets it be sent back.
+public struct ThinkingBlock: Sendable, Hashable {
+    /// The summarized thinking text.
+    public var thinking: String
+    /// The opaque signature; sent back unchanged.
+    public var signature: String
+
+    /// Creates a thinking block.
+    public init(thinking: String, signature: String) {
+        self.thinking = thinking
+        self.signature = signature
+    }
+}
+
+/// One content block of a message.
+public enum ContentBlock: Sendable, Hashable {
+    case text(TextBlock)
+    case toolUse(ToolUseBlock)
+    case toolResult(ToolResultBlock)
+    case thinking(ThinkingBlock)
+    /// An encrypted thinking block, sent back unchanged.
+    case redactedThinking(data: String)
+
+    /// Whether the block carries nothing (an empty text block, which the API rejects).
+    var isEmpty: Bool {
+        if case .text(let block) = self { return block.text.isEmpty }
+        return false
+    }
+}
+
 /// One turn of the conversation.
 public struct MessageParam: Sendable, Hashable {
     /// Who spoke.
@@ -38,18 +102,46 @@ public struct MessageParam: Sendable, Hashable {
 
     /// Who spoke.
     public var role: Role
-    /// The turn's text blocks.
-    public var content: [TextBlock]
+    /// The turn's blocks.
+    public var blocks: [ContentBlock]
 
-    /// Creates a turn from blocks.
-    public init(role: Role, content: [TextBlock]) {
+    /// The text blocks of the turn.
+    public var content: [TextBlock] {
+        blocks.compactMap {
+            if case .text(let block) = $0 { return block }
+            return nil
+        }
+    }
+
+    /// Creates a turn from blocks of any kind.
+    public init(role: Role, blocks: [ContentBlock]) {
         self.role = role
-        self.content = content
+        self.blocks = blocks
+    }
+
+    /// Creates a turn from text blocks.
+    public init(role: Role, content: [TextBlock]) {
+        self.init(role: role, blocks: content.map(ContentBlock.text))
     }
 
     /// Creates a turn with one text block.
     public init(role: Role, text: String) {
         self.init(role: role, content: [TextBlock(text)])
+    }
+}
+
+/// A tool Claude may call (`tools` of the request).
+public struct ToolSpec: Sendable, Hashable {
+    public var name: String
+    public var description: String
+    /// The JSON Schema of the input, as JSON text (written as it is).
+    public var inputSchema: String
+
+    /// Creates a tool description.
+    public init(name: String, description: String, inputSchema: String) {
+        self.name = name
+        self.description = description
+        self.inputSchema = inputSchema
     }
 }
 
@@ -69,6 +161,10 @@ public struct MessagesRequest: Sendable, Hashable {
     public var stopSequences: [String]
     /// An opaque end-user id for abuse detection (never a name or e-mail).
     public var metadataUserID: String?
+    /// The tools Claude may call, in a stable order (they head the cached prefix).
+    public var tools: [ToolSpec] = []
+    /// The extended-thinking budget in tokens (at least 1,024, below `maxTokens`); nil leaves thinking off.
+    public var thinkingBudget: Int?
 
     /// Creates a request.
     public init(
@@ -96,12 +192,12 @@ public struct MessagesRequest: Sendable, Hashable {
     public func normalized() throws(ClaudeError) -> MessagesRequest {
         var merged: [MessageParam] = []
         for message in messages {
-            let blocks = message.content.filter { !$0.text.isEmpty }
+            let blocks = message.blocks.filter { !$0.isEmpty }
             if blocks.isEmpty { continue }
             if let last = merged.last, last.role == message.role {
-                merged[merged.count - 1].content += blocks
+                merged[merged.count - 1].blocks += blocks
             } else {
-                merged.append(MessageParam(role: message.role, content: blocks))
+                merged.append(MessageParam(role: message.role, blocks: blocks))
             }
         }
         guard !merged.isEmpty else {
@@ -133,17 +229,35 @@ public struct MessagesRequest: Sendable, Hashable {
             for block in system { json.textBlock(block) }
             json.endArray()
         }
+        if !tools.isEmpty {
+            json.key("tools"); json.beginArray()
+            for tool in tools {
+                json.beginObject()
+                json.key("name"); json.string(tool.name)
+                json.key("description"); json.string(tool.description)
+                json.key("input_schema"); json.raw(tool.inputSchema)
+                json.endObject()
+            }
+            json.endArray()
+        }
+        if let thinkingBudget {
+            json.key("thinking"); json.beginObject()
+            json.key("type"); json.string("enabled")
+            json.key("budget_tokens"); json.raw(String(thinkingBudget))
+            json.endObject()
+        }
         json.key("messages"); json.beginArray()
         for message in messages {
             json.beginObject()
             json.key("role"); json.string(message.role.rawValue)
             json.key("content"); json.beginArray()
-            for block in message.content { json.textBlock(block) }
+            for block in message.blocks { json.block(block) }
             json.endArray()
             json.endObject()
         }
         json.endArray()
-        if let temperature {
+        // Extended thinking does not take a temperature (the API allows only its default then).
+        if let temperature, thinkingBudget == nil {
             json.key("temperature"); json.raw("\(temperature)")
         }
         if !stopSequences.isEmpty {
@@ -232,6 +346,39 @@ struct JSONWriter {
             endObject()
         }
         endObject()
+    }
+
+    /// One content block, keys in a fixed order (the bytes of a replayed block never change).
+    mutating func block(_ block: ContentBlock) {
+        switch block {
+        case .text(let text):
+            textBlock(text)
+        case .toolUse(let use):
+            beginObject()
+            key("type"); string("tool_use")
+            key("id"); string(use.id)
+            key("name"); string(use.name)
+            key("input"); value(use.input)
+            endObject()
+        case .toolResult(let result):
+            beginObject()
+            key("type"); string("tool_result")
+            key("tool_use_id"); string(result.toolUseID)
+            key("content"); string(result.content)
+            if result.isError { key("is_error"); raw("true") }
+            endObject()
+        case .thinking(let thinking):
+            beginObject()
+            key("type"); string("thinking")
+            key("thinking"); string(thinking.thinking)
+            key("signature"); string(thinking.signature)
+            endObject()
+        case .redactedThinking(let data):
+            beginObject()
+            key("type"); string("redacted_thinking")
+            key("data"); string(data)
+            endObject()
+        }
     }
 
     private mutating func separator() {

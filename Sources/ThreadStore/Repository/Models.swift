@@ -52,13 +52,17 @@ public struct Turn: Sendable, Hashable, Codable {
     public var idempotencyKey: String?
     /// The user's IANA time zone when the question was asked, if the client sent one.
     public var userTimeZone: String?
+    /// The full content of a reply that used tools or thinking, as JSON text (the messages after the question, in
+    /// the Messages API's shape); nil for a reply of text alone, whose content is `reply`.
+    public var content: String?
 
     public init(
         id: UUID, userID: UUID, threadID: String, seq: Int, question: String, reply: String? = nil,
         status: TurnStatus, error: String? = nil, model: String? = nil, stopReason: String? = nil,
         usage: TokenUsage = TokenUsage(), startedAt: Date, firstTokenMs: Int? = nil, latencyMs: Int? = nil,
-        finishedAt: Date? = nil, idempotencyKey: String? = nil, userTimeZone: String? = nil
+        finishedAt: Date? = nil, idempotencyKey: String? = nil, userTimeZone: String? = nil, content: String? = nil
     ) {
+        self.content = content
         self.userTimeZone = userTimeZone
         self.id = id
         self.userID = userID
@@ -155,11 +159,15 @@ public struct TurnCompletion: Sendable {
     public var usage: TokenUsage
     public var firstTokenMs: Int?
     public var latencyMs: Int?
+    /// The full content (JSON text, see `Turn.content`) when the reply used tools or thinking.
+    public var content: String?
 
     public init(
         turnID: UUID, userID: UUID, reply: String, model: String? = nil, stopReason: String? = nil,
-        usage: TokenUsage = TokenUsage(), firstTokenMs: Int? = nil, latencyMs: Int? = nil
+        usage: TokenUsage = TokenUsage(), firstTokenMs: Int? = nil, latencyMs: Int? = nil,
+        content: String? = nil
     ) {
+        self.content = content
         self.turnID = turnID
         self.userID = userID
         self.reply = reply
@@ -183,11 +191,15 @@ public struct TurnFailure: Sendable {
     public var usage: TokenUsage
     public var firstTokenMs: Int?
     public var latencyMs: Int?
+    /// The full content (JSON text, see `Turn.content`) when the reply used tools or thinking.
+    public var content: String?
 
     public init(
         turnID: UUID, userID: UUID, status: TurnStatus = .failed, partialReply: String = "", error: String,
-        model: String? = nil, usage: TokenUsage = TokenUsage(), firstTokenMs: Int? = nil, latencyMs: Int? = nil
+        model: String? = nil, usage: TokenUsage = TokenUsage(), firstTokenMs: Int? = nil, latencyMs: Int? = nil,
+        content: String? = nil
     ) {
+        self.content = content
         self.turnID = turnID
         self.userID = userID
         self.status = status

@@ -101,7 +101,8 @@ public struct ThreadRepository: Sendable {
         return try await finish(
             turnID: completion.turnID, userID: completion.userID, reply: completion.reply, status: .completed,
             error: nil, model: completion.model, stopReason: completion.stopReason, usage: completion.usage,
-            firstTokenMs: completion.firstTokenMs, latencyMs: completion.latencyMs, alsoFromInterrupted: true)
+            firstTokenMs: completion.firstTokenMs, latencyMs: completion.latencyMs, alsoFromInterrupted: true,
+            content: completion.content)
     }
 
     /// Stores a reply that did not finish (status `failed` or `interrupted`, the partial text and the error), bumps
@@ -118,7 +119,8 @@ public struct ThreadRepository: Sendable {
         return try await finish(
             turnID: failure.turnID, userID: failure.userID, reply: failure.partialReply, status: failure.status,
             error: failure.error, model: failure.model, stopReason: nil, usage: failure.usage,
-            firstTokenMs: failure.firstTokenMs, latencyMs: failure.latencyMs, alsoFromInterrupted: false)
+            firstTokenMs: failure.firstTokenMs, latencyMs: failure.latencyMs, alsoFromInterrupted: false,
+            content: failure.content)
     }
 
     /// Writes a turn's end (reply, status, usage, timings), ends its lease and bumps the thread, in one statement.
@@ -127,13 +129,14 @@ public struct ThreadRepository: Sendable {
     /// - Returns: true if this call wrote it; throws `.notFound` when the turn does not exist for this user.
     private func finish(
         turnID: UUID, userID: UUID, reply: String, status: TurnStatus, error: String?, model: String?,
-        stopReason: String?, usage: TokenUsage, firstTokenMs: Int?, latencyMs: Int?, alsoFromInterrupted: Bool
+        stopReason: String?, usage: TokenUsage, firstTokenMs: Int?, latencyMs: Int?, alsoFromInterrupted: Bool,
+        content: String?
     ) async throws -> Bool {
         let query: SQLQuery = """
             SELECT * FROM agent_service.finish_turn(\(turnID)::uuid, \(userID)::uuid, \(reply)::text, \(status.rawValue)::text,
                 \(error)::text, \(model)::text, \(stopReason)::text, \(usage.inputTokens)::int, \(usage.outputTokens)::int,
                 \(usage.cacheCreationInputTokens)::int, \(usage.cacheReadInputTokens)::int, \(firstTokenMs)::int,
-                \(latencyMs)::int, \(alsoFromInterrupted)::bool)
+                \(latencyMs)::int, \(alsoFromInterrupted)::bool, \(content)::jsonb)
             """
         let result = try await batcher.run(userID, query)
         guard result.bool(0, 1) == true else { throw StoreError(.notFound, "no such turn for this user") }
@@ -170,7 +173,7 @@ public struct ThreadRepository: Sendable {
         return try await finish(
             turnID: stopped.turnID, userID: stopped.userID, reply: stopped.reply, status: .cancelled, error: nil,
             model: stopped.model, stopReason: "cancelled", usage: stopped.usage, firstTokenMs: stopped.firstTokenMs,
-            latencyMs: stopped.latencyMs, alsoFromInterrupted: false)
+            latencyMs: stopped.latencyMs, alsoFromInterrupted: false, content: stopped.content)
     }
 
     /// Marks the user's streaming turn `cancelled` in the database alone, keeping its last checkpointed reply: for a
@@ -417,7 +420,7 @@ enum Rows {
             \(p)id, \(p)user_id, \(p)thread_id, \(p)seq, \(p)question, \(p)reply, \(p)status, \(p)error, \(p)model,
             \(p)stop_reason, \(p)input_tokens, \(p)output_tokens, \(p)cache_creation_input_tokens,
             \(p)cache_read_input_tokens, extract(epoch FROM \(p)started_at)::text, \(p)first_token_ms, \(p)latency_ms,
-            extract(epoch FROM \(p)finished_at)::text, \(p)idempotency_key, \(p)user_timezone
+            extract(epoch FROM \(p)finished_at)::text, \(p)idempotency_key, \(p)user_timezone, \(p)content::text
             """
     }
 
@@ -436,6 +439,6 @@ enum Rows {
                 cacheReadInputTokens: int(13) ?? 0),
             startedAt: Date(timeIntervalSince1970: started), firstTokenMs: int(15), latencyMs: int(16),
             finishedAt: row[17].flatMap { Double($0) }.map { Date(timeIntervalSince1970: $0) },
-            idempotencyKey: row[18], userTimeZone: row[19])
+            idempotencyKey: row[18], userTimeZone: row[19], content: row.count > 20 ? row[20] : nil)
     }
 }
