@@ -14,7 +14,7 @@ import Synchronization
 /// user message (see the grammar on ``StubScenario`` factories and in `StubDirective.swift`: `[[stub:error 529]]`,
 /// `[[stub:midstream-error after 2]]`, `[[stub:truncate after 2]]`, `[[stub:reset after 2]]`,
 /// `[[stub:stall after 1]]`, `[[stub:slow 100ms x 10]]`, `[[stub:hold-open]]`, `[[stub:stop max_tokens]]`,
-/// `[[stub:reply TEXT]]`, `[[stub:fail-first 2 then ok]]`, `[[stub:multi-block]]`, `[[stub:lines crlf]]`,
+/// `[[stub:reply TEXT]]`, `[[stub:fail-first 2 then ok]]`, `[[stub:multi-block]]`, `[[stub:tool NAME {…}]]`, `[[stub:lines crlf]]`,
 /// `[[stub:chunks 1-7]]`); otherwise the default reply `Echo (N messages): <last user text>`, one text delta per
 /// word. It runs on Hummingbird inside the calling process (no thread per connection) and can share the process
 /// with another Hummingbird application.
@@ -159,7 +159,20 @@ public final class ClaudeStub: Sendable {
         var bodyHasher = Hasher()
         bodyHasher.combine(body)
         let bodyKey = bodyHasher.finalize()
-        let (scenario, requestNumber, failuresSoFar) = state.withLock { s -> (StubScenario, Int, Int) in
+        // Like the API, a request that breaks the tool-use or thinking rules is a 400 (recorded, consuming nothing).
+        if let violation = parsed.toolUseViolation() {
+            let number = state.withLock { s -> Int in
+                s.received.append(parsed)
+                s.counter += 1
+                return s.counter
+            }
+            let requestID = "req_stub_\(number)"
+            return jsonResponse(
+                status: 400,
+                body: StubWire.error(type: "invalid_request_error", message: violation, requestID: requestID),
+                requestID: requestID, extra: [])
+        }
+        let (chosen, requestNumber, failuresSoFar) = state.withLock { s -> (StubScenario, Int, Int) in
             s.received.append(parsed)
             s.counter += 1
             let scenario = s.queue.isEmpty ? (directive ?? .reply()) : s.queue.removeFirst()
@@ -171,6 +184,16 @@ public final class ClaudeStub: Sendable {
             return (scenario, s.counter, failures)
         }
         let requestID = "req_stub_\(requestNumber)"
+        var scenario = chosen
+        if case .blocks(let blocks) = scenario.behavior {
+            var n = 0
+            scenario.behavior = .blocks(
+                blocks.map { block in
+                    guard case .toolUse(let id, let name, let input) = block, id.isEmpty else { return block }
+                    n += 1
+                    return .toolUse(id: "toolu_stub_\(requestNumber)_\(n)", name: name, input: input)
+                })
+        }
         switch scenario.behavior {
         case .httpError(let status, let type, let message, let extra, let code):
             return jsonResponse(
@@ -193,6 +216,8 @@ public final class ClaudeStub: Sendable {
         let replyText: String
         if case .reply(let text?) = scenario.behavior {
             replyText = text
+        } else if parsed.answersTools {
+            replyText = parsed.toolResultsReply
         } else {
             replyText = "Echo (\(parsed.messages.count) messages): \(cleanText)"
         }
@@ -203,9 +228,13 @@ public final class ClaudeStub: Sendable {
         let pieces = StubWire.pieces(replyText, count: deltaCount)
         if !parsed.stream {
             let stop = scenario.stopReason
+            var content = "[{\"type\":\"text\",\"text\":\(StubWire.string(pieces.joined()))}]"
+            if case .blocks(let blocks) = scenario.behavior {
+                content = "[" + blocks.map(StubWire.block).joined(separator: ",") + "]"
+            }
             let json =
                 "{\"id\":\(StubWire.string(messageID)),\"type\":\"message\",\"role\":\"assistant\",\"model\":\(StubWire.string(model)),"
-                + "\"content\":[{\"type\":\"text\",\"text\":\(StubWire.string(pieces.joined()))}],\"stop_reason\":\(StubWire.string(stop)),"
+                + "\"content\":\(content),\"stop_reason\":\(StubWire.string(stop)),"
                 + "\"stop_sequence\":\(scenario.stopSequence.map(StubWire.string) ?? "null"),"
                 + "\"usage\":\(StubWire.usage(input: usage.input, output: pieces.count, cacheCreation: usage.creation, cacheRead: usage.read))}"
             return jsonResponse(status: 200, body: json, requestID: requestID, extra: [])

@@ -51,6 +51,34 @@ public struct StubRequest: Sendable {
         public var role: String
         /// The text of all text blocks, joined.
         public var text: String
+        /// The content blocks (a string content is one text block).
+        public var blocks: [Block] = []
+    }
+
+    /// One content block of a message, with the fields of every block type (those a type lacks are `nil`).
+    public struct Block: Sendable, Hashable {
+        /// `text`, `tool_use`, `tool_result`, `thinking`, `redacted_thinking`, …
+        public var type: String
+        /// A text block's text.
+        public var text: String?
+        /// A tool_use block's id.
+        public var id: String?
+        /// A tool_use block's name.
+        public var name: String?
+        /// A tool_use block's input, as JSON with sorted keys.
+        public var input: String?
+        /// A tool_result block's `tool_use_id`.
+        public var toolUseID: String?
+        /// A tool_result block's content (a string, or its text blocks joined).
+        public var content: String?
+        /// A tool_result block's `is_error` (false when absent).
+        public var isError: Bool = false
+        /// A thinking block's text.
+        public var thinking: String?
+        /// A thinking block's signature.
+        public var signature: String?
+        /// A redacted_thinking block's data.
+        public var data: String?
     }
 
     /// The request's header fields as received (names lowercased).
@@ -67,6 +95,12 @@ public struct StubRequest: Sendable {
     public var stream: Bool
     /// Whether any block carried `cache_control`.
     public var hasCacheControl: Bool
+    /// The exact bytes of each element of `messages`, as sent.
+    public var rawMessages: [String]
+    /// The names of the offered tools.
+    public var toolNames: [String]
+    /// `thinking.budget_tokens`, when extended thinking is on.
+    public var thinkingBudget: Int?
 
     /// The first value of a header (case-insensitive).
     public func header(_ name: String) -> String? {

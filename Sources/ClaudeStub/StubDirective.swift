@@ -18,6 +18,7 @@ import Foundation
 /// | `reply TEXT` | replies with TEXT (everything after `reply `) |
 /// | `fail-first N then ok` | 529 for the first N attempts of the same request body, then the normal reply |
 /// | `multi-block` | thinking, text and tool_use blocks |
+/// | `tool NAME JSON` | text `Calling NAME.` and a call of tool NAME with input JSON (`{}` when omitted) |
 /// | `lines lf\|crlf\|cr` | the default reply with that line ending |
 /// | `chunks A-B` | the default reply with writes split into A…B byte pieces |
 ///
@@ -75,6 +76,14 @@ enum StubDirective {
             scenario = int(1).map { StubScenario.failFirst($0) }
         case "multi-block":
             scenario = .multiBlock
+        case "tool":
+            if words.count > 1 {
+                let name = words[1]
+                let input = words.count > 2 ? words[2...].joined(separator: " ") : "{}"
+                scenario = .blocks([.text("Calling \(name)."), .toolUse(id: "", name: name, input: input)])
+            } else {
+                scenario = nil
+            }
         case "lines":
             scenario =
                 words.count > 1 ? StubScenario.LineEnding(rawValue: words[1]).map { StubScenario.lineEnding($0) } : nil

@@ -20,6 +20,7 @@ public struct StubScenario: Sendable {
         case holdOpenAfterStop
         case multiBlock
         case failFirst(Int)
+        case blocks([StubBlock])
     }
 
     var behavior: Behavior
@@ -33,6 +34,7 @@ public struct StubScenario: Sendable {
     var deltaCount: Int?
     var pingEvery: Int?
     var padJSON: Bool?
+    var cutInToolInput = false
 
     init(_ behavior: Behavior) {
         self.behavior = behavior
@@ -81,6 +83,15 @@ public struct StubScenario: Sendable {
     /// Thinking, then text, then tool_use with `input_json_delta` blocks.
     public static var multiBlock: StubScenario { StubScenario(.multiBlock) }
 
+    /// A reply made of the given blocks, in order (text, tool_use, thinking, redacted thinking), with the given stop
+    /// reason (`tool_use` when a block is a tool call, `end_turn` otherwise). The continuation that answers the
+    /// tool calls gets the default reply `Tool results: …` unless another scenario is queued.
+    public static func blocks(_ blocks: [StubBlock], stopReason: String? = nil) -> StubScenario {
+        var scenario = StubScenario(.blocks(blocks))
+        scenario.stopReason = stopReason ?? (blocks.contains(where: \.isToolUse) ? "tool_use" : "end_turn")
+        return scenario
+    }
+
     /// A normal reply with the given stop reason (and stop sequence).
     public static func stopReason(_ reason: String, stopSequence: String? = nil) -> StubScenario {
         StubScenario.reply().stopReason(reason, stopSequence: stopSequence)
@@ -127,6 +138,10 @@ public struct StubScenario: Sendable {
             $0.deltaCount = deltaCount ?? $0.deltaCount
         }
     }
+
+    /// Ends the stream cleanly, without `message_stop`, halfway through the first tool call's input
+    /// (``blocks(_:stopReason:)`` scenarios).
+    public func cutInsideToolInput() -> StubScenario { with { $0.cutInToolInput = true } }
 
     /// Sends pings every N deltas (0: one after the first block start).
     public func pings(every n: Int) -> StubScenario { with { $0.pingEvery = n } }

@@ -43,6 +43,11 @@ struct StreamPlan: Sendable {
             input: usage.input, output: 1, cacheCreation: usage.creation, cacheRead: usage.read)
         try await send("message_start", StubWire.messageStart(id: messageID, model: model, usage: startUsage))
 
+        if case .blocks(let blocks) = scenario.behavior {
+            try await writeBlocks(blocks, send: send, firstDelay: firstDelay, interval: interval)
+            return
+        }
+
         var textIndex = 0
         var stopReason = scenario.stopReason
         if case .multiBlock = scenario.behavior {
@@ -110,5 +115,67 @@ struct StreamPlan: Sendable {
         if case .holdOpenAfterStop = scenario.behavior {
             await holdOpen()
         }
+    }
+
+    /// A scripted multi-block reply: each block started, streamed in deltas and stopped; then the stop reason.
+    private func writeBlocks(
+        _ blocks: [StubBlock], send: (String, String) async throws -> Void, firstDelay: Duration, interval: Duration
+    ) async throws {
+        if firstDelay > .zero { try await Task.sleep(for: firstDelay) }
+        var deltas = 0
+        func delta(_ index: Int, _ json: String) async throws {
+            if deltas > 0 && interval > .zero { try await Task.sleep(for: interval) }
+            deltas += 1
+            try await send("content_block_delta", StubWire.delta(index, json))
+        }
+        let cut = scenario.cutInToolInput
+        for (index, block) in blocks.enumerated() {
+            switch block {
+            case .text(let text):
+                try await send("content_block_start", StubWire.blockStart(index, "{\"type\":\"text\",\"text\":\"\"}"))
+                for word in StubWire.words(text) {
+                    var word = word
+                    if configuration.embedTimestamps {
+                        word = "[ts:\(DispatchTime.now().uptimeNanoseconds)]" + word
+                        if deltas == 0 { word = "[rx:\(receivedAt)]" + word }
+                    }
+                    try await delta(index, "{\"type\":\"text_delta\",\"text\":\(StubWire.string(word))}")
+                }
+            case .thinking(let text):
+                try await send(
+                    "content_block_start",
+                    StubWire.blockStart(index, "{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}"))
+                for word in StubWire.words(text) {
+                    try await delta(index, "{\"type\":\"thinking_delta\",\"thinking\":\(StubWire.string(word))}")
+                }
+                try await delta(
+                    index,
+                    "{\"type\":\"signature_delta\",\"signature\":\(StubWire.string(StubSignature.sign(text)))}")
+            case .redactedThinking(let data):
+                try await send(
+                    "content_block_start",
+                    StubWire.blockStart(index, "{\"type\":\"redacted_thinking\",\"data\":\(StubWire.string(data))}"))
+            case .toolUse(let id, let name, let input):
+                try await send(
+                    "content_block_start",
+                    StubWire.blockStart(
+                        index,
+                        "{\"type\":\"tool_use\",\"id\":\(StubWire.string(id)),\"name\":\(StubWire.string(name)),\"input\":{}}"))
+                let fragments = StubWire.inputFragments(input)
+                for (i, fragment) in fragments.enumerated() {
+                    if cut && i > 0 && i >= fragments.count / 2 { return }
+                    try await delta(
+                        index, "{\"type\":\"input_json_delta\",\"partial_json\":\(StubWire.string(fragment))}")
+                }
+                if cut { return }
+            }
+            try await send("content_block_stop", StubWire.blockStop(index))
+        }
+        let endUsage = StubWire.usage(
+            input: usage.input, output: max(deltas, 1), cacheCreation: usage.creation, cacheRead: usage.read)
+        try await send(
+            "message_delta",
+            StubWire.messageDelta(stopReason: scenario.stopReason, stopSequence: scenario.stopSequence, usage: endUsage))
+        try await send("message_stop", StubWire.messageStop)
     }
 }

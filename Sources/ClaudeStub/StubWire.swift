@@ -65,6 +65,35 @@ struct StubWire {
         delta(index, "{\"type\":\"text_delta\",\"text\":\(string(text))}")
     }
 
+    /// A whole block as it appears in a non-streamed message (tool input that is not valid JSON becomes `{}`).
+    static func block(_ block: StubBlock) -> String {
+        switch block {
+        case .text(let text):
+            return "{\"type\":\"text\",\"text\":\(string(text))}"
+        case .toolUse(let id, let name, let input):
+            let valid = (try? JSONSerialization.jsonObject(with: Data(input.utf8))) is [String: Any]
+            return "{\"type\":\"tool_use\",\"id\":\(string(id)),\"name\":\(string(name)),\"input\":\(valid ? input : "{}")}"
+        case .thinking(let text):
+            return "{\"type\":\"thinking\",\"thinking\":\(string(text)),\"signature\":\(string(StubSignature.sign(text)))}"
+        case .redactedThinking(let data):
+            return "{\"type\":\"redacted_thinking\",\"data\":\(string(data))}"
+        }
+    }
+
+    /// `input_json_delta` fragments of the input: first an empty one (as the API sends), then pieces of 1 to 5
+    /// characters, cycling.
+    static func inputFragments(_ input: String) -> [String] {
+        var fragments = [""]
+        var rest = Substring(input)
+        var size = 1
+        while !rest.isEmpty {
+            fragments.append(String(rest.prefix(size)))
+            rest = rest.dropFirst(size)
+            size = size % 5 + 1
+        }
+        return fragments
+    }
+
     static func blockStop(_ index: Int) -> String { "{\"type\":\"content_block_stop\",\"index\":\(index)}" }
 
     static func messageDelta(stopReason: String, stopSequence: String?, usage: String) -> String {

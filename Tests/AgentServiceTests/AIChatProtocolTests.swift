@@ -22,6 +22,14 @@ struct AIChatProtocolTests {
         "finish": ["type", "finishReason", "messageMetadata"],
         "abort": ["type", "reason"],
         "error": ["type", "errorText"],
+        // packages/ai/src/ui-message-stream/ui-message-chunks.ts, tool and reasoning chunks
+        "tool-input-start": ["type", "toolCallId", "toolName", "providerExecuted", "dynamic"],
+        "tool-input-available": ["type", "toolCallId", "toolName", "input", "providerExecuted", "providerMetadata", "dynamic"],
+        "tool-output-available": ["type", "toolCallId", "output", "providerExecuted", "dynamic", "preliminary"],
+        "tool-output-error": ["type", "toolCallId", "errorText", "providerExecuted", "dynamic"],
+        "reasoning-start": ["type", "id", "providerMetadata"],
+        "reasoning-delta": ["type", "id", "delta", "providerMetadata"],
+        "reasoning-end": ["type", "id", "providerMetadata"],
     ]
 
     /// A recorded transcript of the format: what the `ai` package itself emits for a plain text reply

@@ -332,4 +332,110 @@ struct TurnMachineTests {
                 == [.spool(Self.cancelled)])
         #expect(machine.handle(.spooled(true), at: Self.t0) == [.finish(.done(stopReason: "cancelled"), outcome: "spooled")])
     }
+
+    // MARK: Tool rounds
+
+    /// The events of one step that asks for a tool (text, then a `tool_use` block with fragmented input).
+    static func toolStep(_ id: String, text: String = "", input: [String] = ["{\"q\":", "\"x\"}"]) -> [Event] {
+        var events: [Event] = [.upstream(.contentBlockStart(index: 0, type: "text"))]
+        if !text.isEmpty { events.append(.upstream(.textDelta(index: 0, text: text))) }
+        events.append(.upstream(.toolUseStart(index: 1, id: id, name: "lookup")))
+        events += input.map { .upstream(.inputJSONDelta(index: 1, partialJSON: $0)) }
+        events += [
+            .upstream(.contentBlockStop(index: 1)),
+            .upstream(.messageDelta(stopReason: "tool_use", stopSequence: nil, usage: Usage(inputTokens: 10, outputTokens: 5))),
+            .upstream(.messageStop),
+        ]
+        return events
+    }
+
+    static func run(_ machine: inout TurnMachine, _ events: [Event]) -> [Action] {
+        events.flatMap { machine.handle($0, at: t0) }
+    }
+
+    @Test("a tool_use step runs its calls, then the next step starts with the step and its results; text steps are separated by a blank line")
+    func toolRound() throws {
+        var machine = TurnMachine(configuration: Self.configuration)
+        _ = machine.handle(.begun, at: Self.t0)
+        let actions = Self.run(&machine, Self.toolStep("toolu_1", text: "Looking."))
+        let runs = actions.compactMap { action -> [ToolCall]? in
+            if case .runTools(let calls) = action { return calls }
+            return nil
+        }
+        let calls = try #require(runs.first)
+        #expect(calls.map(\.block.id) == ["toolu_1"])
+        #expect(calls.first?.block.input == .object(["q": .string("x")]))
+        #expect(actions.contains(.announce(.toolCall(id: "toolu_1", name: "lookup", input: #"{"q":"x"}"#))))
+        #expect(machine.state == .runningTools(round: 1))
+        let result = ToolResultBlock(toolUseID: "toolu_1", content: "found", isError: false)
+        let next = machine.handle(.toolsFinished([result]), at: Self.t0)
+        guard case .startUpstream(1, let steps)? = next.first else {
+            Issue.record("no next step: \(next)")
+            return
+        }
+        #expect(steps.count == 2)
+        #expect(steps[0].role == .assistant && steps[1].blocks == [.toolResult(result)])
+        let relayed = Self.run(&machine, [
+            .upstream(.textDelta(index: 0, text: "Found it.")),
+            .upstream(.messageDelta(stopReason: "end_turn", stopSequence: nil, usage: Usage(inputTokens: 20, outputTokens: 3))),
+            .upstream(.messageStop),
+        ])
+        #expect(relayed.first == .relay("\n\nFound it."))
+        #expect(machine.reply == "Looking.\n\nFound it.")
+        #expect(machine.usage.inputTokens == 30 && machine.usage.outputTokens == 8)
+        let content = try #require(machine.content)
+        #expect(content.count == 3)
+        #expect(relayed.contains { if case .persist(Self.completed, _) = $0 { true } else { false } })
+    }
+
+    @Test("Stop, shutdown and a lost lease while tools run stop the tools and end the turn")
+    func interruptsWhileToolsRun() {
+        for (event, expectedStatus) in [(Event.cancelRequested, TurnStatus.cancelled), (.shutdown, .interrupted)] {
+            var machine = TurnMachine(configuration: Self.configuration)
+            _ = machine.handle(.begun, at: Self.t0)
+            _ = Self.run(&machine, Self.toolStep("toolu_1", text: "Wait."))
+            let actions = machine.handle(event, at: Self.t0)
+            #expect(actions.first == .stopTools)
+            #expect(actions.contains { if case .persist(let ending, _) = $0 { ending.status == expectedStatus } else { false } })
+            // The late results of abandoned calls change nothing.
+            #expect(machine.handle(.toolsFinished([]), at: Self.t0).isEmpty)
+            #expect(machine.content?.count == 1)
+        }
+        var machine = TurnMachine(configuration: Self.configuration)
+        _ = machine.handle(.begun, at: Self.t0)
+        _ = Self.run(&machine, Self.toolStep("toolu_1"))
+        #expect(machine.handle(.leaseLost, at: Self.t0).first == .stopTools)
+        #expect(machine.state == .finished)
+    }
+
+    @Test("MAX_TOOL_ROUNDS: the step after the last allowed round ends the turn with stop reason max_tool_rounds")
+    func maxToolRounds() {
+        var configuration = Self.configuration
+        configuration.maxToolRounds = 1
+        var machine = TurnMachine(configuration: configuration)
+        _ = machine.handle(.begun, at: Self.t0)
+        _ = Self.run(&machine, Self.toolStep("toolu_1"))
+        _ = machine.handle(.toolsFinished([ToolResultBlock(toolUseID: "toolu_1", content: "ok")]), at: Self.t0)
+        let actions = Self.run(&machine, Self.toolStep("toolu_2"))
+        #expect(!actions.contains { if case .runTools = $0 { true } else { false } })
+        #expect(machine.stopReason == "max_tool_rounds")
+        #expect(machine.handle(.persisted(.written), at: Self.t0) == [
+            .finish(.done(stopReason: "max_tool_rounds"), outcome: "completed")
+        ])
+    }
+
+    @Test("invalid tool input is reported on the call (stored as {}), not run")
+    func invalidToolInput() throws {
+        var machine = TurnMachine(configuration: Self.configuration)
+        _ = machine.handle(.begun, at: Self.t0)
+        let actions = Self.run(&machine, Self.toolStep("toolu_1", input: ["{\"q\": tru"]))
+        let calls = actions.compactMap { action -> [ToolCall]? in
+            if case .runTools(let calls) = action { return calls }
+            return nil
+        }.first
+        let call = try #require(calls?.first)
+        #expect(call.inputError?.contains("not valid JSON") == true)
+        #expect(call.block.input == .object([:]))
+        #expect(call.inputText == "{\"q\": tru")
+    }
 }

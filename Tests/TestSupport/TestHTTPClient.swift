@@ -251,6 +251,9 @@ public struct EventReader {
         return events
     }
 
+    /// The next event; nil once the server ended the stream.
+    public mutating func next() async -> ReceivedEvent? { await iterator.next() }
+
     /// Every remaining event until the server ends the stream.
     public mutating func rest() async -> [ReceivedEvent] {
         var events: [ReceivedEvent] = []

@@ -1,3 +1,4 @@
+import Claude
 import Foundation
 import ThreadStore
 
@@ -18,6 +19,7 @@ struct TranscriptFormatter {
                 out += style.warning("[\(turn.status.rawValue)\(turn.error.map { ": \(TerminalText.safe($0))" } ?? "")]") + "\n"
             }
             out += style.user("You: ") + TerminalText.safe(turn.question) + "\n"
+            for line in Self.toolLines(turn) { out += style.dim(TerminalText.safe(line)) + "\n" }
             out += style.assistant("Claude: ") + TerminalText.safe(turn.reply ?? "") + "\n"
         }
         return out
@@ -30,7 +32,12 @@ struct TranscriptFormatter {
             if turn.status != .completed {
                 out += "\n> **\(turn.status.rawValue)**\(turn.error.map { ": \(TerminalText.safe($0))" } ?? "")\n"
             }
-            out += "\n### User\n\n\(TerminalText.safe(turn.question))\n\n### Assistant\n\n\(TerminalText.safe(turn.reply ?? ""))\n"
+            out += "\n### User\n\n\(TerminalText.safe(turn.question))\n"
+            let tools = Self.toolLines(turn)
+            if !tools.isEmpty {
+                out += "\n### Tools\n\n" + tools.map { "- `\(TerminalText.safe($0))`\n" }.joined()
+            }
+            out += "\n### Assistant\n\n\(TerminalText.safe(turn.reply ?? ""))\n"
         }
         return out
     }
@@ -45,6 +52,29 @@ struct TranscriptFormatter {
             try container.encode(Timestamps.format(date))
         }
         return String(decoding: try encoder.encode(document), as: UTF8.self) + "\n"
+    }
+
+    /// One line per tool call of a turn's stored content: `[tool name {input}] → result`, cut to 300 characters.
+    static func toolLines(_ turn: Turn) -> [String] {
+        guard let content = turn.content, let steps = try? Transcript.decode(content) else { return [] }
+        var results: [String: ToolResultBlock] = [:]
+        for step in steps {
+            for case .toolResult(let result) in step.blocks { results[result.toolUseID] = result }
+        }
+        var lines: [String] = []
+        for step in steps {
+            for case .toolUse(let use) in step.blocks {
+                var line = "[tool \(use.name) \(use.input.canonicalText)]"
+                if let result = results[use.id] {
+                    let first = result.content.prefix { $0 != "\n" }
+                    line += result.isError ? " → error: \(first)" : " → \(first)"
+                } else {
+                    line += " → (no result)"
+                }
+                lines.append(line.count > 300 ? String(line.prefix(300)) + "…" : line)
+            }
+        }
+        return lines
     }
 
     /// "2026-11-24 18:05 Europe/Berlin · claude-sonnet-4-5 · 12 in / 34 out tokens · first token 420 ms"

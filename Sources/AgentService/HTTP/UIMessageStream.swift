@@ -9,7 +9,8 @@ import NIOCore
 /// `finish` (or `abort` for a stopped reply, or `error`) → `data: [DONE]`. A tool call closes the text part and sends
 /// `tool-input-start` and `tool-input-available`; its result is `tool-output-available` (`output` is the result's
 /// summary) or `tool-output-error`; text after tools is a new step with a new text part (`text-2`, …). Thinking, for
-/// clients that ask, is `reasoning-start`/`reasoning-delta`/`reasoning-end`. Only the fields of the `ai` package's
+/// clients that ask, is `reasoning-start`/`reasoning-delta`/`reasoning-end`. Tool chunks are `dynamic` (the AI SDK's
+/// flag for tools the client does not define: they run here), so `useChat` shows them as `dynamic-tool` parts. Only the fields of the `ai` package's
 /// strict chunk schemas are sent (`packages/ai/src/ui-message-stream/ui-message-chunks.ts`); ours (thread id, usage,
 /// stop reason) travel in `messageMetadata`, which both AI SDK 5 and 6 accept.
 enum UIMessageStream {
@@ -79,19 +80,19 @@ enum UIMessageStream {
                 closeText(into: &buffer)
                 let callID = ServerSentEvents.quoted(id)
                 let toolName = ServerSentEvents.quoted(name)
-                frame("{\"type\":\"tool-input-start\",\"toolCallId\":\(callID),\"toolName\":\(toolName)}", into: &buffer)
+                frame("{\"type\":\"tool-input-start\",\"toolCallId\":\(callID),\"toolName\":\(toolName),\"dynamic\":true}", into: &buffer)
                 frame(
-                    "{\"type\":\"tool-input-available\",\"toolCallId\":\(callID),\"toolName\":\(toolName),\"input\":\(input)}",
+                    "{\"type\":\"tool-input-available\",\"toolCallId\":\(callID),\"toolName\":\(toolName),\"input\":\(input),\"dynamic\":true}",
                     into: &buffer)
             case .activity(.toolResult(let id, _, let isError, let summary)):
                 let callID = ServerSentEvents.quoted(id)
                 if isError {
                     frame(
-                        "{\"type\":\"tool-output-error\",\"toolCallId\":\(callID),\"errorText\":\(ServerSentEvents.quoted(summary))}",
+                        "{\"type\":\"tool-output-error\",\"toolCallId\":\(callID),\"errorText\":\(ServerSentEvents.quoted(summary)),\"dynamic\":true}",
                         into: &buffer)
                 } else {
                     frame(
-                        "{\"type\":\"tool-output-available\",\"toolCallId\":\(callID),\"output\":\(ServerSentEvents.quoted(summary))}",
+                        "{\"type\":\"tool-output-available\",\"toolCallId\":\(callID),\"output\":\(ServerSentEvents.quoted(summary)),\"dynamic\":true}",
                         into: &buffer)
                 }
                 // The next text is the next step's.
