@@ -7,7 +7,7 @@ struct AgentBench: AsyncParsableCommand {
         commandName: "agent-bench",
         abstract: "Benchmarks of agent-service and its modules; each prints figures.",
         subcommands: [
-            ServiceBenchmark.self, ClaudeBenchmark.self, StoreBenchmark.self, AuthBenchmark.self, FloodBenchmark.self, ResumeBenchmark.self,
+            ServiceBenchmark.self, ClaudeBenchmark.self, StoreBenchmark.self, AuthBenchmark.self, FloodBenchmark.self, ResumeBenchmark.self, ToolsBenchmark.self,
             StubCommand.self,
         ]
     )

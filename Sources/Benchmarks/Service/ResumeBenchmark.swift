@@ -194,6 +194,8 @@ enum RawStream {
         /// When the final frame arrived (monotonic nanoseconds).
         var endedAt: UInt64?
         var stopReason: String?
+        /// Every chunk, tool_call, tool_result, done and error frame, with its arrival (monotonic nanoseconds).
+        var marks: [(kind: String, at: UInt64)] = []
     }
 
     static func post(
@@ -262,6 +264,10 @@ enum RawStream {
                     guard line.hasPrefix("data: "),
                         let object = try? JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8)) as? [String: Any]
                     else { continue }
+                    let arrival = DispatchTime.now().uptimeNanoseconds
+                    for kind in ["chunk", "tool_call", "tool_result", "done", "error"] where object[kind] != nil {
+                        result.marks.append((kind, arrival))
+                    }
                     if let chunk = object["chunk"] as? String {
                         result.text += chunk
                         chunks += 1
