@@ -148,7 +148,8 @@ export class Api {
   }
 
   /**
-   * Reads an SSE response: `handlers.onChunk(text, id)` per chunk frame; resolves with the final event
+   * Reads an SSE response: `handlers.onChunk(text, id)` per chunk frame, `handlers.onActivity(event)` per
+   * `tool_call` / `tool_result` frame; resolves with the final event
    * (`{done: true, ...}` or `{error: {...}}`), with `{empty: true}` for 204 (nothing to resume), or rejects with an
    * `ApiError` (an HTTP error before the stream) or a `TypeError` (the connection dropped: resume).
    */
@@ -176,7 +177,9 @@ export class Api {
         if (data.length === 0) continue;  // ": ping"
         const event = JSON.parse(data.join("\n"));
         if (typeof event.chunk === "string") handlers.onChunk(event.chunk, id);
-        else { reader.cancel().catch(() => {}); return event; }
+        else if (event.done || event.error) { reader.cancel().catch(() => {}); return event; }
+        else if (event.tool_call || event.tool_result) handlers.onActivity?.(event);
+        // Anything else (a newer event this page does not know) is skipped, as the contract asks.
       }
     }
   }

@@ -211,6 +211,7 @@ async function startReply(reply, open) {
       if (turnID) reply.turnID = turnID;
       if (!reply.listed) { reply.listed = true; refreshThreads(); }   // a new thread shows up in the list
     },
+    onActivity: (event) => showActivity(reply, event),
     onChunk: (text, id) => {
       reply.text += text;
       if (id) reply.lastID = id;
@@ -242,6 +243,37 @@ async function startReply(reply, open) {
   }
   if (running !== reply) return;
   finishReply(reply, end);
+}
+
+/**
+ * Tool activity, compactly: one line per call above the reply ("search_memory …" while it runs, then "✓" or "✗" and
+ * the result's summary). Text only (textContent); a resume that replays a call updates its line, never adds one.
+ */
+function showActivity(reply, event) {
+  const view = reply.view;
+  if (!view.tools) {
+    view.tools = document.createElement("ul");
+    view.tools.className = "tools";
+    view.tools.setAttribute("aria-label", "Tool calls");
+    view.item.insertBefore(view.tools, view.body);
+  }
+  const activity = event.tool_call ?? event.tool_result;
+  if (typeof activity.id !== "string") return;
+  let line = [...view.tools.children].find((li) => li.dataset.tool === activity.id);
+  if (!line) {
+    line = document.createElement("li");
+    line.dataset.tool = activity.id;
+    line.className = "tool running";
+    view.tools.append(line);
+  }
+  if (event.tool_call) {
+    if (!line.classList.contains("running")) return;   // replayed after its result
+    const input = JSON.stringify(activity.input ?? {});
+    line.textContent = `${activity.name} ${input.length > 80 ? input.slice(0, 79) + "…" : input}`;
+  } else {
+    line.className = activity.is_error ? "tool failed" : "tool ok";
+    line.textContent = `${activity.is_error ? "✗" : "✓"} ${activity.name}: ${activity.summary ?? ""}`;
+  }
 }
 
 function finishReply(reply, end) {

@@ -312,6 +312,22 @@ def scenario_retry(page, figures):
     assert stored[-1]["status"] == "completed", stored[-1]
 
 
+def scenario_tools(page, figures):
+    """(h) A tool round: one compact line per call above the reply (text only), the text before and after it in the
+    bubble; the tool events neither end the stream nor leak into the text."""
+    page.new_thread()
+    page.send('Look it up [[stub:tool search_memory {"query":"<b>zanzibar</b>"}]]')
+    final = page.wait_reply_done()
+    lines = page.js("""const all = document.querySelectorAll('#messages .message.assistant');
+        return [...all[all.length - 1].querySelectorAll('.tools .tool')].map(li => [li.className, li.textContent]);""")
+    assert len(lines) == 1, lines
+    assert lines[0][0] == "tool ok" and lines[0][1].startswith("✓ search_memory: "), lines
+    assert not page.js("return !!document.querySelector('#messages .tools b')"), "tool text was rendered as HTML"
+    assert final and final.startswith("Calling search_memory.") and "Tool results:" in final, final
+    stored = page.messages()["messages"][-1]
+    assert stored["status"] == "completed" and squash(stored["content"]) == squash(final), stored
+
+
 def scenario_injection(page, figures):
     """(e) HTML and javascript: links in a reply are text: nothing runs."""
     page.new_thread()
@@ -509,7 +525,8 @@ def run(binary):
     try:
         driver = make_driver()
         page = Page(driver, service)
-        scenarios = [scenario_stream, scenario_stop, scenario_reload, scenario_drop, scenario_retry, scenario_injection,
+        scenarios = [scenario_stream, scenario_stop, scenario_reload, scenario_drop, scenario_retry, scenario_tools,
+                     scenario_injection,
                      scenario_screenshot, page_weight]
         for scenario in scenarios:
             t0 = time.monotonic()
