@@ -290,6 +290,31 @@ struct ToolUseTests {
         }
     }
 
+    @Test("a continuation that fails before its first byte is retried like any step; the tool is not run again and no text repeats")
+    func continuationRetried() async throws {
+        try await ServiceHarness.run { service in
+            let user = UUID()
+            service.stub.enqueue(
+                .blocks([.text("Checking."), .toolUse(id: "toolu_re", name: "search_memory", input: #"{"query":"q"}"#)]),
+                .httpError(status: 529), .midStreamError(afterDeltas: 0),
+                .blocks([.text("Recovered after two tries.")]))
+            let (_, events) = try await service.streamTurn("Retry the second step", user: user, thread: "retry-step")
+            let done = try #require(events.last?.json)
+            #expect(done["done"] as? Bool == true, "\(done)")
+            #expect(events.compactMap(\.chunk).joined() == "Checking.\n\nRecovered after two tries.")
+            #expect(Self.toolCalls(events).count == 1 && Self.toolResults(events).count == 1)
+            let requests = service.stub.receivedRequests
+            try #require(requests.count == 4)
+            // Every attempt of the second step sends the same messages: the step and its one result.
+            #expect(requests[1].rawMessages == requests[2].rawMessages && requests[2].rawMessages == requests[3].rawMessages)
+            #expect(Self.toolResultBlocks(requests[3]).map(\.toolUseID) == ["toolu_re"])
+            let turn = try #require(
+                try await service.repository.turns(userID: user, threadID: "retry-step", limit: 5, beforeSeq: nil)?.first)
+            #expect(turn.status == .completed)
+            #expect(turn.reply == "Checking.\n\nRecovered after two tries.")
+        }
+    }
+
     @Test("a stream cut inside a tool input fails the turn as truncated, runs no tool, and stores the text")
     func cutInsideToolInput() async throws {
         try await ServiceHarness.run { service in
