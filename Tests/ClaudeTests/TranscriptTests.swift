@@ -42,4 +42,24 @@ struct TranscriptTests {
         let respaced = text.replacingOccurrences(of: "\",\"", with: "\", \"").replacingOccurrences(of: "\":", with: "\": ")
         #expect(Transcript.encode(try Transcript.decode(respaced)) == text)
     }
+    @Test("stream events read through JSONValue: escapes, surrogate pairs, padding, unknown fields, wrong types")
+    func wireEvents() throws {
+        let text = #"{"type": "content_block_delta" , "index":1.0,"delta":{"type":"text_delta","text":"\u00e9\ud83c\udf0d \"q\"\n","extra":[1,{"a":null}]}   }"#
+        let delta = try #require(WireEvent(try JSONValue(parsing: text)))
+        #expect(delta.type == "content_block_delta" && delta.index == 1)
+        #expect(delta.delta?.type == "text_delta" && delta.delta?.text == "é🌍 \"q\"\n")
+        let start = try #require(
+            WireEvent(
+                try JSONValue(
+                    parsing: #"{"type":"message_start","message":{"id":"msg_1","model":"m","usage":{"input_tokens":12,"output_tokens":"x"}}}"#)))
+        #expect(start.message?.id == "msg_1" && start.message?.usage?.input_tokens == 12)
+        #expect(start.message?.usage?.output_tokens == nil)
+        #expect(WireEvent(try JSONValue(parsing: #"{"index":0}"#)) == nil)
+        #expect(WireEvent(try JSONValue(parsing: #"[1,2]"#)) == nil)
+        let error = try #require(
+            WireEvent(
+                try JSONValue(
+                    parsing: #"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded","details":{"error_code":"c"}},"request_id":"r"}"#)))
+        #expect(error.error?.type == "overloaded_error" && error.error?.details?.error_code == "c" && error.request_id == "r")
+    }
 }

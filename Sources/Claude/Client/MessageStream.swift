@@ -52,7 +52,6 @@ final class StreamDriver: @unchecked Sendable {  // used only by the single task
     private var attempts = 0
     private var requestID: String?
     private var usage = Usage()
-    private let jsonDecoder = JSONDecoder()
 
     init(client: ClaudeClient, request: MessagesRequest) {
         self.client = client
@@ -161,7 +160,7 @@ final class StreamDriver: @unchecked Sendable {  // used only by the single task
 
     /// Maps one SSE event; returns a failure for an `error` event.
     private func handle(_ sse: SSEEvent) -> ClaudeError? {
-        guard let wire = try? jsonDecoder.decode(WireEvent.self, from: Data(sse.data.utf8)) else {
+        guard let json = try? JSONValue(parsing: sse.data), let wire = WireEvent(json) else {
             if sse.event == "error" {
                 return ClaudeError(kind: .api, status: 200, message: sse.data, requestID: requestID, attempts: attempts)
             }
