@@ -52,6 +52,11 @@ struct ToolUseTests {
         events.compactMap { $0.json["tool_result"] as? [String: Any] }
     }
 
+    /// The thread's newest stored turn.
+    static func latestTurn(_ service: ServiceHarness, user: UUID, thread: String) async throws -> Turn? {
+        try await service.repository.turns(userID: user, threadID: thread, limit: 5, beforeSeq: nil)?.first
+    }
+
     static func toolResultBlocks(_ request: StubRequest) -> [StubRequest.Block] {
         (request.messages.last?.blocks ?? []).filter { $0.type == "tool_result" }
     }
@@ -253,7 +258,7 @@ struct ToolUseTests {
                 return turns?.first?.status == .completed
             }
             #expect(stored)
-            let turn = try #require(try await service.repository.turns(userID: user, threadID: "gone", limit: 5, beforeSeq: nil)?.first)
+            let turn = try #require(try await Self.latestTurn(service, user: user, thread: "gone"))
             #expect(turn.reply == "Working.\n\nFinished after the tool.")
             #expect(turn.content?.contains("toolu_s") == true)
         }
@@ -278,8 +283,7 @@ struct ToolUseTests {
             #expect(ContinuousClock.now - stopped < .seconds(10))
             let done = try #require(rest.last?.json)
             #expect(done["stop_reason"] as? String == "cancelled", "\(done)")
-            let turn = try #require(
-                try await service.repository.turns(userID: user, threadID: "stop-tool", limit: 5, beforeSeq: nil)?.first)
+            let turn = try #require(try await Self.latestTurn(service, user: user, thread: "stop-tool"))
             #expect(turn.status == .cancelled)
             #expect(turn.reply == "Let me wait.")
             let next = try await service.streamTurn("Never mind", user: user, thread: "stop-tool")
@@ -308,8 +312,7 @@ struct ToolUseTests {
             // Every attempt of the second step sends the same messages: the step and its one result.
             #expect(requests[1].rawMessages == requests[2].rawMessages && requests[2].rawMessages == requests[3].rawMessages)
             #expect(Self.toolResultBlocks(requests[3]).map(\.toolUseID) == ["toolu_re"])
-            let turn = try #require(
-                try await service.repository.turns(userID: user, threadID: "retry-step", limit: 5, beforeSeq: nil)?.first)
+            let turn = try #require(try await Self.latestTurn(service, user: user, thread: "retry-step"))
             #expect(turn.status == .completed)
             #expect(turn.reply == "Checking.\n\nRecovered after two tries.")
         }
@@ -327,8 +330,7 @@ struct ToolUseTests {
             #expect(error["type"] as? String == "upstream_truncated")
             #expect(Self.toolCalls(events).isEmpty)
             #expect(service.stub.receivedRequests.count == 1)
-            let turn = try #require(
-                try await service.repository.turns(userID: user, threadID: "cut", limit: 5, beforeSeq: nil)?.first)
+            let turn = try #require(try await Self.latestTurn(service, user: user, thread: "cut"))
             #expect(turn.status == .failed)
             #expect(turn.reply == "Calling.")
         }
@@ -366,8 +368,7 @@ struct ToolUseTests {
             #expect(!plain.contains { $0.json["thinking"] != nil })
             let history = try #require(service.stub.receivedRequests.last)
             #expect(history.messages[1].blocks.first?.type == "thinking")
-            let turn = try #require(
-                try await service.repository.turns(userID: user, threadID: "think", limit: 5, beforeSeq: nil)?.first)
+            let turn = try #require(try await Self.latestTurn(service, user: user, thread: "think"))
             #expect(turn.content?.contains(StubSignature.sign("Nothing found.")) == true)
         }
     }

@@ -1,7 +1,7 @@
 import Foundation
 
-/// The JSON shapes of streamed events and error bodies; unknown fields are ignored by `Decodable`.
-struct WireEvent: Decodable {
+/// The JSON shape of a streamed event (read from a `JSONValue`, below); unknown fields are ignored.
+struct WireEvent {
     var type: String
     var index: Int?
     var message: WireMessage?
@@ -112,7 +112,7 @@ struct WireBlock: Decodable {
     var data: String?
 }
 
-struct WireDelta: Decodable {
+struct WireDelta {
     var type: String?
     var text: String?
     var partial_json: String?
