@@ -27,12 +27,26 @@ struct TestKeys: Sendable {
     let rsaKeys: [String: JWTKit.Insecure.RSA.PrivateKey]
     static let secret = "test-jwt-secret-with-at-least-32-characters!"
 
-    static func make(ec: [String], rsa: [String]) throws -> TestKeys {
+    /// Generating an RSA key takes a second or more in a debug build: it runs off the cooperative pool.
+    static func make(ec: [String], rsa: [String]) async throws -> TestKeys {
+        try await onThread { try makeBlocking(ec: ec, rsa: rsa) }
+    }
+
+    /// RSA keys by kid, generated once per process (each fixture still gets fresh EC keys).
+    private static let generatedRSA = Mutex<[String: JWTKit.Insecure.RSA.PrivateKey]>([:])
+
+    private static func makeBlocking(ec: [String], rsa: [String]) throws -> TestKeys {
         var ecKeys: [String: ES256PrivateKey] = [:]
         for kid in ec { ecKeys[kid] = try ES256PrivateKey(backing: P256.Signing.PrivateKey()) }
         var rsaKeys: [String: JWTKit.Insecure.RSA.PrivateKey] = [:]
         for kid in rsa {
-            rsaKeys[kid] = try JWTKit.Insecure.RSA.PrivateKey(backing: _RSA.Signing.PrivateKey(keySize: .bits2048))
+            if let known = generatedRSA.withLock({ $0[kid] }) {
+                rsaKeys[kid] = known
+                continue
+            }
+            let key = try JWTKit.Insecure.RSA.PrivateKey(backing: _RSA.Signing.PrivateKey(keySize: .bits2048))
+            generatedRSA.withLock { $0[kid] = key }
+            rsaKeys[kid] = key
         }
         return TestKeys(ecKeys: ecKeys, rsaKeys: rsaKeys)
     }

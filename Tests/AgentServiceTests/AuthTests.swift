@@ -14,7 +14,7 @@ private struct AuthFixture {
     let jwks: JWKSServer
 
     static func make(publish: [String]? = nil, up: Bool = true) async throws -> AuthFixture {
-        let keys = try TestKeys.make(ec: ["ec-1", "ec-2", "ec-rogue"], rsa: ["rsa-1"])
+        let keys = try await TestKeys.make(ec: ["ec-1", "ec-2", "ec-rogue"], rsa: ["rsa-1"])
         let jwks = JWKSServer(document: try keys.jwks(publish ?? ["ec-1", "rsa-1"]))
         jwks.setUp(up)
         try await jwks.start()

@@ -128,12 +128,6 @@ extension Logger {
     }
 }
 
-/// Runs blocking work (pg_ctl, for instance) on a thread of its own, off the cooperative pool.
-func onThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try work() }) }.start()
-    }
-}
 
 /// A fresh database and a Claude stub for running the real binary, with the environment that points it at them.
 struct BinaryFixture {

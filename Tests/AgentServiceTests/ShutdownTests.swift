@@ -183,10 +183,14 @@ struct PrivateCluster {
     func freeze() { for pid in processIDs() { kill(pid, SIGSTOP) } }
     func thaw() { for pid in processIDs() { kill(pid, SIGCONT) } }
 
+    /// Thaws, stops and deletes the cluster on a thread of its own (callable from `defer`).
     func remove() {
         thaw()
-        try? postgres.stop(immediate: true)
-        try? FileManager.default.removeItem(at: postgres.directory)
+        let postgres = postgres
+        cleanUpOffPool {
+            try? postgres.stop(immediate: true)
+            try? FileManager.default.removeItem(at: postgres.directory)
+        }
     }
 }
 

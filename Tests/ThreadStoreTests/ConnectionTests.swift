@@ -41,15 +41,17 @@ import Testing
         let cluster = EmbeddedPostgres(
             directory: directory, databaseName: "down", extraSettings: ["fsync = off"], logger: TestPostgres.logger)
         defer {
-            try? cluster.stop(immediate: true)
-            try? FileManager.default.removeItem(at: directory)
-            try? FileManager.default.removeItem(atPath: directory.path + ".lock")
+            cleanUpOffPool {
+                try? cluster.stop(immediate: true)
+                try? FileManager.default.removeItem(at: directory)
+                try? FileManager.default.removeItem(atPath: directory.path + ".lock")
+            }
         }
         let conninfo = try await cluster.startDetached()
         let database = Database(
             configuration: DatabaseConfiguration(conninfo: conninfo, poolSize: 2), logger: TestPostgres.logger)
         try await database.ping()
-        try cluster.stop()
+        try await cluster.stopDetached()
         let clock = ContinuousClock()
         let started = clock.now
         do {

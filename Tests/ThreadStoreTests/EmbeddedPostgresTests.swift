@@ -11,8 +11,10 @@ import Testing
         let cluster = EmbeddedPostgres(
             directory: directory, extraSettings: ["fsync = off"], logger: TestPostgres.logger)
         defer {
-            try? cluster.stop(immediate: true)
-            try? FileManager.default.removeItem(at: directory.deletingLastPathComponent())
+            cleanUpOffPool {
+                try? cluster.stop(immediate: true)
+                try? FileManager.default.removeItem(at: directory.deletingLastPathComponent())
+            }
         }
         async let first = cluster.startDetached()
         async let second = cluster.startDetached()
@@ -25,7 +27,7 @@ import Testing
         _ = try await database.withConnection { try $0.query("INSERT INTO kept VALUES (\("still here"))") }
         #expect(try await cluster.startDetached() == a)
 
-        try cluster.stop()
+        try await cluster.stopDetached()
         _ = try await cluster.startDetached()
         let note = try await database.withConnection { try $0.query("SELECT note FROM kept").string(0, 0) }
         #expect(note == "still here")
@@ -105,6 +107,25 @@ import Testing
     /// with a table `kept` holding one row; leaves it running or stopped.
     private static func makeTrustCluster(_ cluster: EmbeddedPostgres, running: Bool) async throws {
         let tools = try EmbeddedPostgres.serverBinDirectory()
+        // initdb and pg_ctl block for seconds: off the cooperative pool.
+        try await onThread { try Self.initTrustCluster(cluster, tools: tools) }
+        let database = Database(
+            configuration: DatabaseConfiguration(conninfo: withoutPassword(cluster), poolSize: 1),
+            logger: TestPostgres.logger)
+        _ = try await database.withConnection { connection in
+            try connection.query("CREATE TABLE kept (note text)")
+            return try connection.query("INSERT INTO kept VALUES ('from the trusting days')")
+        }
+        await database.close()
+        if !running {
+            _ = try await onThread {
+                try cluster.runServerTool("\(tools)/pg_ctl", ["stop", "-D", cluster.dataDirectory, "-w"])
+            }
+        }
+    }
+
+    /// initdb with trust for everyone, then a start. Blocking.
+    private static func initTrustCluster(_ cluster: EmbeddedPostgres, tools: String) throws {
         let fileManager = FileManager.default
         try fileManager.createDirectory(atPath: cluster.socketDirectory, withIntermediateDirectories: true)
         if EmbeddedPostgres.isRoot {
@@ -124,15 +145,6 @@ import Testing
         try handle.close()
         try cluster.runServerTool(
             "\(tools)/pg_ctl", ["start", "-D", cluster.dataDirectory, "-l", cluster.logFile, "-w", "-t", "60"])
-        let database = Database(
-            configuration: DatabaseConfiguration(conninfo: withoutPassword(cluster), poolSize: 1),
-            logger: TestPostgres.logger)
-        _ = try await database.withConnection { connection in
-            try connection.query("CREATE TABLE kept (note text)")
-            return try connection.query("INSERT INTO kept VALUES ('from the trusting days')")
-        }
-        await database.close()
-        if !running { try cluster.runServerTool("\(tools)/pg_ctl", ["stop", "-D", cluster.dataDirectory, "-w"]) }
     }
 
     @Test(
@@ -142,8 +154,10 @@ import Testing
         let directory = URL(fileURLWithPath: "/tmp/agent-service-upgrade-\(UUID().uuidString.prefix(8))/postgres")
         let cluster = EmbeddedPostgres(directory: directory, databaseName: "postgres", logger: TestPostgres.logger)
         defer {
-            try? cluster.stop(immediate: true)
-            try? FileManager.default.removeItem(at: directory.deletingLastPathComponent())
+            cleanUpOffPool {
+                try? cluster.stop(immediate: true)
+                try? FileManager.default.removeItem(at: directory.deletingLastPathComponent())
+            }
         }
         try await Self.makeTrustCluster(cluster, running: running)
         #expect(ClusterAccess.allowsTrust(try String(contentsOfFile: cluster.hbaFile, encoding: .utf8)))

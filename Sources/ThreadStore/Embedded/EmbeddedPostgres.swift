@@ -108,7 +108,16 @@ public struct EmbeddedPostgres: Sendable {
         return Running(conninfo: try cluster.startHere(), directory: cluster.directory)
     }
 
-    /// Stops the cluster (`pg_ctl stop`); `immediate` skips the checkpoint, as for throwaway test clusters.
+    /// Runs `stop(immediate:)` on a thread of its own so the cooperative pool is not blocked.
+    public func stopDetached(immediate: Bool = false) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let thread = Thread { continuation.resume(with: Result { try self.stop(immediate: immediate) }) }
+            thread.name = "embedded-postgres"
+            thread.start()
+        }
+    }
+
+    /// Stops the cluster (`pg_ctl stop`); `immediate` skips the checkpoint, as for throwaway test clusters. Blocking.
     public func stop(immediate: Bool = false) throws {
         var cluster = self
         if Self.isRoot, !Self.canPostgresUserWrite(directory.path) { cluster.directory = fallbackDirectory }
