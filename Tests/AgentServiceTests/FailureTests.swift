@@ -105,19 +105,27 @@ struct FailureTests {
             $0.claudeIdleTimeoutSeconds = 10
         }) { service in
             let user = UUID()
+            let opened = ContinuousClock.now
+            // 30 s long, so it still runs when the second request comes even if this process is starved for
+            // seconds (as on a loaded CI machine); stopped once the check is done.
             let long = try await TestHTTP.openEventStream(
                 port: service.port,
-                json: ServiceHarness.body("[[stub:slow 1000ms x 10]] long reply", user: user, thread: "lease"))
+                json: ServiceHarness.body("[[stub:slow 1000ms x 30]] long reply", user: user, thread: "lease"))
             // Past the original 6 s lease: without renewal this begin would mark the running turn interrupted.
-            try await Task.sleep(for: .milliseconds(7_500))
+            try await Task.sleep(until: opened + .milliseconds(7_500))
             let second = try await TestHTTP.postJSON(
                 port: service.port, path: "/query_stream",
                 json: ServiceHarness.body("me too", user: user, thread: "lease"))
             #expect(second.status == 409)
+            let stop = try await TestHTTP.request(
+                port: service.port, method: "POST", path: "/threads/lease/cancel?user_id=\(user.uuidString.lowercased())")
+            #expect(stop.status == 200)
             let events = await long.all()
             #expect(events.last?.isDone == true)
+            #expect(events.last?.json["stop_reason"] as? String == "cancelled")
             let turns = try await service.repository.turns(userID: user, threadID: "lease", limit: 5, beforeSeq: nil)
-            #expect(turns?.map(\.status) == [.completed])
+            // One turn, stopped by the user; never taken over (that would have marked it interrupted).
+            #expect(turns?.map(\.status) == [.cancelled])
         }
     }
 }
