@@ -37,8 +37,8 @@ struct TurnRun: Sendable {
     func run() async {
         let clock = ContinuousClock()
         let start = clock.now
-        var machine = TurnMachine(configuration: self.machine)
-        var firstTokenMs: Int?
+        let decider = TurnDecider(
+            machine: TurnMachine(configuration: self.machine), slot: slot, metrics: metrics, start: start)
         var latencyMs: Int?
         var entry: ReplySpool.Entry?
         var upstream: StopSignal?
@@ -52,72 +52,65 @@ struct TurnRun: Sendable {
             return log
         }()
 
+        slot.decide(with: decider.decide)
         slot.post(.begun)
         await withTaskCancellationHandler {
             await withDiscardingTaskGroup { group in
-                loop: for await event in slot.events {
-                    for action in machine.handle(event, at: clock.now) {
-                        switch action {
-                        case .startUpstream(let attempt, let steps):
-                            if attempt > 1 { log.info("asking Claude again (attempt \(attempt))") }
-                            let stop = StopSignal()
-                            upstream = stop
-                            var request = context.request
-                            request.messages += steps
-                            group.addTask { await self.stream(request, until: stop) }
-                        case .runTools(let calls):
-                            let stop = StopSignal()
-                            toolRun = stop
-                            group.addTask { await self.runTools(calls, until: stop, log: log) }
-                        case .stopTools:
-                            toolRun?.fire()
-                            toolRun = nil
-                        case .announce(let activity):
-                            slot.announce(activity)
-                        case .stopUpstream:
-                            upstream?.fire()
-                            upstream = nil
-                        case .scheduleUpstreamRetry(let delay):
-                            group.addTask { await self.post(.upstreamRetryDue, after: delay) }
-                        case .relay(let text):
-                            if firstTokenMs == nil {
-                                let elapsed = clock.now - start
-                                firstTokenMs = elapsed.milliseconds
-                                metrics.firstChunk(after: elapsed)
-                            }
-                            slot.relay(text)
-                        case .persist(let ending, let timeout):
-                            if entry == nil {
-                                latencyMs = (clock.now - start).milliseconds
-                                entry = makeEntry(ending, machine, firstTokenMs, latencyMs)
-                                noteEnding(ending, machine, log: log)
-                            }
-                            let write = entry!
-                            group.addTask { await self.write(write, within: timeout, log: log) }
-                        case .schedulePersistRetry(let delay):
-                            log.warning("persisting the turn failed; retrying in \(delay)")
-                            group.addTask { await self.post(.persistRetryDue, after: delay) }
-                        case .schedulePersistDeadline(let delay):
-                            group.addTask { await self.post(.persistDeadlinePassed, after: delay) }
-                        case .spool:
-                            let saved = spool?.save(entry!) ?? false
-                            if saved {
-                                metrics.turnSpooled()
-                                log.error(
-                                    "could not store the turn in time; spooled to \(spool!.directory.path), it is written when the database answers"
-                                )
-                            } else {
-                                log.error("giving up on persisting the turn; the reply is lost")
-                            }
-                            slot.post(.spooled(saved))
-                        case .finish(let final, let outcome):
-                            metrics.turnFinished(outcome: outcome)
-                            slot.reply.finish(
-                                frame(final, machine, firstTokenMs: firstTokenMs, latencyMs: latencyMs))
-                            break loop
+                loop: for await decided in decider.decided {
+                    switch decided.action {
+                    case .startUpstream(let attempt, let steps):
+                        if attempt > 1 { log.info("asking Claude again (attempt \(attempt))") }
+                        let stop = StopSignal()
+                        upstream = stop
+                        var request = context.request
+                        request.messages += steps
+                        group.addTask { await self.stream(request, until: stop) }
+                    case .runTools(let calls):
+                        let stop = StopSignal()
+                        toolRun = stop
+                        group.addTask { await self.runTools(calls, until: stop, log: log) }
+                    case .stopTools:
+                        toolRun?.fire()
+                        toolRun = nil
+                    case .relay, .announce:
+                        break  // performed by the decider, where the event was posted
+                    case .stopUpstream:
+                        upstream?.fire()
+                        upstream = nil
+                    case .scheduleUpstreamRetry(let delay):
+                        group.addTask { await self.post(.upstreamRetryDue, after: delay) }
+                    case .persist(let ending, let timeout):
+                        if entry == nil {
+                            latencyMs = (clock.now - start).milliseconds
+                            entry = makeEntry(ending, decided.machine!, decider.firstTokenMs, latencyMs)
+                            noteEnding(ending, decided.machine!, log: log)
                         }
+                        let write = entry!
+                        group.addTask { await self.write(write, within: timeout, log: log) }
+                    case .schedulePersistRetry(let delay):
+                        log.warning("persisting the turn failed; retrying in \(delay)")
+                        group.addTask { await self.post(.persistRetryDue, after: delay) }
+                    case .schedulePersistDeadline(let delay):
+                        group.addTask { await self.post(.persistDeadlinePassed, after: delay) }
+                    case .spool:
+                        let saved = spool?.save(entry!) ?? false
+                        if saved {
+                            metrics.turnSpooled()
+                            log.error(
+                                "could not store the turn in time; spooled to \(spool!.directory.path), it is written when the database answers"
+                            )
+                        } else {
+                            log.error("giving up on persisting the turn; the reply is lost")
+                        }
+                        slot.post(.spooled(saved))
+                    case .finish(let final, let outcome):
+                        metrics.turnFinished(outcome: outcome)
+                        slot.reply.finish(
+                            frame(final, decided.machine!, firstTokenMs: decider.firstTokenMs, latencyMs: latencyMs))
+                        break loop
                     }
                 }
+                decider.end()
                 upstream?.fire()
                 toolRun?.fire()
                 // Timers still pending, or a write attempt abandoned at its deadline: the turn is over.
@@ -318,6 +311,72 @@ struct TurnRun: Sendable {
         TokenUsage(
             inputTokens: usage.inputTokens, outputTokens: usage.outputTokens,
             cacheCreationInputTokens: usage.cacheCreationInputTokens, cacheReadInputTokens: usage.cacheReadInputTokens)
+    }
+}
+
+/// The turn's machine, deciding each event where it is posted (`TurnSlot.decide(with:)`).
+///
+/// Text and activity go to the reply at once, on the posting task (for a delta: the task reading Claude's stream),
+/// so a delta costs no hop to the executor; every other action is queued for the executor in the order it was
+/// decided, with the machine as it was at that moment (what `persist` stores and `finish` reports).
+final class TurnDecider: Sendable {
+    struct Decided: Sendable {
+        var action: TurnMachine.Action
+        /// For `persist` and `finish` only: the machine as it decided them. (A copy kept for every action would make
+        /// the next delta copy the whole reply text.)
+        var machine: TurnMachine?
+    }
+
+    private struct State {
+        var machine: TurnMachine
+        var firstTokenMs: Int?
+    }
+
+    private let state: Mutex<State>
+    private let queue: AsyncStream<Decided>.Continuation
+    /// The decided actions, for the executor.
+    let decided: AsyncStream<Decided>
+    private let slot: TurnSlot
+    private let metrics: ServiceMetrics
+    private let start: ContinuousClock.Instant
+
+    init(machine: TurnMachine, slot: TurnSlot, metrics: ServiceMetrics, start: ContinuousClock.Instant) {
+        state = Mutex(State(machine: machine))
+        (decided, queue) = AsyncStream<Decided>.makeStream(bufferingPolicy: .unbounded)
+        self.slot = slot
+        self.metrics = metrics
+        self.start = start
+    }
+
+    /// Milliseconds from the turn's start to its first relayed text.
+    var firstTokenMs: Int? { state.withLock { $0.firstTokenMs } }
+
+    @Sendable func decide(_ event: TurnMachine.Event) {
+        state.withLock { state in
+            let now = ContinuousClock.now
+            for action in state.machine.handle(event, at: now) {
+                switch action {
+                case .relay(let text):
+                    if state.firstTokenMs == nil {
+                        let elapsed = now - start
+                        state.firstTokenMs = elapsed.milliseconds
+                        metrics.firstChunk(after: elapsed)
+                    }
+                    slot.relay(text)
+                case .announce(let activity):
+                    slot.announce(activity)
+                case .persist, .finish:
+                    queue.yield(Decided(action: action, machine: state.machine))
+                default:
+                    queue.yield(Decided(action: action, machine: nil))
+                }
+            }
+        }
+    }
+
+    /// The executor stopped listening (the turn finished).
+    func end() {
+        queue.finish()
     }
 }
 

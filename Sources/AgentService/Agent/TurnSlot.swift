@@ -3,7 +3,14 @@ import Foundation
 import Synchronization
 
 /// One running turn as the rest of the service sees it: its ids, its reply (for every listener), and its inbox,
-/// through which the supervisor, the lease keeper and the stop endpoint send it events (`TurnMachine.Event`).
+/// through which the upstream stream, the supervisor, the lease keeper and the stop endpoint send it events
+/// (`TurnMachine.Event`).
+///
+/// An event is decided where it is posted: once the turn's executor has installed its decider (`decide(with:)`),
+/// `post` runs it on the poster's task, under this slot's lock, so decisions are made one at a time and in the order
+/// events arrive. A text delta is thereby relayed to the reply by the task that read it from Claude, with no hop to
+/// another task; only actions that do I/O (the upstream request, writes, timers) go on to the executor. Events
+/// posted before the decider is installed wait here, in order.
 final class TurnSlot: Sendable {
     let id: UUID
     let userID: UUID
@@ -12,9 +19,14 @@ final class TurnSlot: Sendable {
     let startedNanos: UInt64
     /// When the reply last had news for its listeners (text or a ping), for keep-alives.
     let lastActivityNanos: Atomic<UInt64>
-    private let inbox: AsyncStream<TurnMachine.Event>.Continuation
-    /// The events for the turn's executor, in order.
-    let events: AsyncStream<TurnMachine.Event>
+
+    private enum Route {
+        case waiting([TurnMachine.Event])
+        case deciding(@Sendable (TurnMachine.Event) -> Void)
+        case closed
+    }
+
+    private let route = Mutex(Route.waiting([]))
 
     init(id: UUID, userID: UUID, threadID: String) {
         self.id = id
@@ -23,17 +35,38 @@ final class TurnSlot: Sendable {
         let now = DispatchTime.now().uptimeNanoseconds
         startedNanos = now
         lastActivityNanos = Atomic(now)
-        (events, inbox) = AsyncStream<TurnMachine.Event>.makeStream(bufferingPolicy: .unbounded)
     }
 
-    /// Delivers an event to the turn (ignored once it has finished).
+    /// Delivers an event to the turn (ignored once it has finished). `decide` runs inside, on this task: it must
+    /// not post to this slot itself.
     func post(_ event: TurnMachine.Event) {
-        inbox.yield(event)
+        route.withLock { route in
+            switch route {
+            case .waiting(var early):
+                route = .closed  // leaves `early` uniquely referenced while it grows
+                early.append(event)
+                route = .waiting(early)
+            case .deciding(let decide):
+                decide(event)
+            case .closed:
+                break
+            }
+        }
     }
 
-    /// Ends the inbox: the turn has finished.
+    /// Installs the executor's decider: the events that waited are decided first, in order, then every later one as
+    /// it is posted.
+    func decide(with decide: @escaping @Sendable (TurnMachine.Event) -> Void) {
+        route.withLock { route in
+            guard case .waiting(let early) = route else { return }
+            for event in early { decide(event) }
+            route = .deciding(decide)
+        }
+    }
+
+    /// Ends the inbox: the turn has finished; later events are dropped.
     func close() {
-        inbox.finish()
+        route.withLock { $0 = .closed }
     }
 
     /// Appends relayed text to the reply.
