@@ -26,15 +26,6 @@ final class ConnectionWorker: @unchecked Sendable {
         self.logger = logger
     }
 
-    /// Runs `body` with a live connection on this worker's thread and returns its result to the awaiting caller.
-    func run<T: Sendable>(_ body: @escaping @Sendable (DatabaseConnection) throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            submit { worker in
-                continuation.resume(with: Result { try worker.withLiveConnection(body) })
-            }
-        }
-    }
-
     /// Runs `body` on this worker's thread without a connection (blocking work such as starting a cluster).
     func runBlocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
@@ -42,7 +33,8 @@ final class ConnectionWorker: @unchecked Sendable {
         }
     }
 
-    private func submit(_ job: @escaping Job) {
+    /// Queues `job` for this worker's thread (started on first use).
+    func submit(_ job: @escaping Job) {
         condition.lock()
         jobs.append(job)
         if !started {
@@ -91,7 +83,8 @@ final class ConnectionWorker: @unchecked Sendable {
         }
     }
 
-    private func withLiveConnection<T>(_ body: (DatabaseConnection) throws -> T) throws -> T {
+    /// On this worker's thread: `body` with a live connection (opened, or replaced when broken, first).
+    func withLiveConnection<T>(_ body: (DatabaseConnection) throws -> T) throws -> T {
         if let existing = connection, !existing.isAliveWithoutRoundTrip() {
             logger.info("discarding a broken database connection", metadata: ["slot": "\(index)"])
             counters.connectionsDiscarded.add(1, ordering: .relaxed)
