@@ -9,8 +9,10 @@ import Tools
 ///
 /// Everything the turn waits for (the upstream attempt, a write attempt, a retry timer) runs as a child task that
 /// reports back through the slot's inbox, so the loop below never blocks on I/O and handles a Stop or a shutdown at
-/// any moment. The machine decides; this performs: it starts and stops upstream attempts, relays text to the reply,
-/// writes the ending (each attempt with a deadline), spools it when the machine says so, and sends the final frame.
+/// any moment. The machine decides (`TurnDecider`, where each event is posted, relaying text and activity to the
+/// reply right there); this performs the rest in decision order: it starts and stops upstream attempts and tool
+/// rounds, writes the ending (each attempt with a deadline), spools it when the machine says so, and sends the final
+/// frame.
 struct TurnRun: Sendable {
     struct Context: Sendable {
         var userID: UUID
