@@ -49,6 +49,12 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
     /// When curl next wants `curl_multi_socket_action(CURL_SOCKET_TIMEOUT)`; nil: no timer. Loop thread only.
     private var timerDeadline: ContinuousClock.Instant?
     private static let watchdogInterval: Duration = .milliseconds(100)
+    /// Transfers whose rest is being discarded (checked every watchdog tick; there are few). Loop thread only.
+    private var discarding: [Transfer] = []
+    /// When idle transfers were last looked for. A pass visits every transfer, so it runs every tenth of the idle
+    /// timeout (100 ms to 1 s), not every tick: at thousands of streams the per-tick pass was a few percent of the
+    /// service's CPU. A stall is thus reported at most a tenth of the timeout (at most 1 s) late. Loop thread only.
+    private var lastStallScan = ContinuousClock.now
     private static let maxEvents: Int32 = 1024
 
     init(options: Options) {
@@ -220,6 +226,7 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
         case .discard(let transfer, let grace):
             guard let easy = transfer.easy, transfers[easy] != nil else { return }
             transfer.discardDeadline = .now + grace
+            discarding.append(transfer)
             if transfer.curlPaused {
                 transfer.markResumed()
                 curl_easy_pause(easy, CURLPAUSE_CONT)
@@ -360,17 +367,28 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
     }
 
     private func checkStalls(now: ContinuousClock.Instant) {
+        if !discarding.isEmpty {
+            var expired: [Transfer] = []
+            discarding.removeAll { transfer in
+                guard let easy = transfer.easy, transfers[easy] === transfer else { return true }  // already gone
+                guard let deadline = transfer.discardDeadline, now >= deadline else { return false }
+                expired.append(transfer)
+                return true
+            }
+            for transfer in expired {
+                remove(transfer, error: HTTPClientError(kind: .cancelled, message: "the rest of the body was discarded"))
+            }
+        }
         let limit = options.idleTimeout
+        let scanInterval = min(max(limit / 10, Self.watchdogInterval), .seconds(1))
+        guard now - lastStallScan >= scanInterval else { return }
+        lastStallScan = now
         var stalled: [Transfer] = []
         for transfer in transfers.values where !transfer.curlPaused && now - transfer.lastActivity > limit {
             stalled.append(transfer)
         }
         for transfer in stalled {
             remove(transfer, error: HTTPClientError(kind: .stalled, message: "no bytes received for \(limit)"))
-        }
-        let expired = transfers.values.filter { $0.discardDeadline.map { now >= $0 } ?? false }
-        for transfer in expired {
-            remove(transfer, error: HTTPClientError(kind: .cancelled, message: "the rest of the body was discarded"))
         }
     }
 
