@@ -438,4 +438,50 @@ struct TurnMachineTests {
         #expect(call.block.input == .object([:]))
         #expect(call.inputText == "{\"q\": tru")
     }
+
+    // MARK: The decider
+
+    @Test("an earlier attempt's late events are dropped once the next step started (a late upstreamEnded used to fail it as truncated)")
+    func staleAttemptDropped() async throws {
+        let slot = TurnSlot(id: UUID(), userID: UUID(), threadID: "t")
+        let decider = TurnDecider(
+            machine: TurnMachine(configuration: Self.configuration), slot: slot, metrics: ServiceMetrics(),
+            start: .now)
+        slot.decide(with: decider.decide)
+        var decided = decider.decided.makeAsyncIterator()
+        slot.post(.begun)
+        let first = try #require(await decided.next())
+        guard case .startUpstream(1, _) = first.action, let attemptA = first.attempt else {
+            Issue.record("expected the first attempt, got \(first.action)")
+            return
+        }
+        for event in Self.toolStep("toolu_1", text: "Looking.") { slot.post(event, from: attemptA) }
+        guard case .runTools = try #require(await decided.next()).action else {
+            Issue.record("expected the tool round")
+            return
+        }
+        slot.post(.toolsFinished([ToolResultBlock(toolUseID: "toolu_1", content: "found", isError: false)]))
+        let second = try #require(await decided.next())
+        guard case .startUpstream(1, let steps) = second.action, let attemptB = second.attempt else {
+            Issue.record("expected the second step, got \(second.action)")
+            return
+        }
+        #expect(steps.count == 2)
+        #expect(attemptA !== attemptB)
+        // The first step's stream ends late, after the second step started: nothing happens.
+        slot.post(.upstreamEnded, from: attemptA)
+        slot.post(.upstreamFailed(ClaudeError(kind: .cancelled, message: "cancelled"), jitter: 0), from: attemptA)
+        // The second step's own events still count.
+        slot.post(.upstream(.textDelta(index: 0, text: "Found it.")), from: attemptB)
+        slot.post(.upstream(.messageStop), from: attemptB)
+        let next = try #require(await decided.next())
+        guard case .persist(let ending, _) = next.action else {
+            Issue.record("expected the completed turn to be stored, got \(next.action)")
+            return
+        }
+        #expect(ending.status == .completed)
+        #expect(next.machine?.reply == "Looking.\n\nFound it.")
+        #expect(slot.reply.text == "Looking.\n\nFound it.")
+        decider.end()
+    }
 }

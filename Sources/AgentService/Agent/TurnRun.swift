@@ -62,7 +62,7 @@ struct TurnRun: Sendable {
                     switch decided.action {
                     case .startUpstream(let attempt, let steps):
                         if attempt > 1 { log.info("asking Claude again (attempt \(attempt))") }
-                        let stop = StopSignal()
+                        let stop = decided.attempt!
                         upstream = stop
                         var request = context.request
                         request.messages += steps
@@ -131,12 +131,12 @@ struct TurnRun: Sendable {
         await withTaskGroup(of: Void.self) { attempt in
             attempt.addTask {
                 do {
-                    for try await event in claude.stream(request) { slot.post(.upstream(event)) }
-                    slot.post(.upstreamEnded)
+                    for try await event in claude.stream(request) { slot.post(.upstream(event), from: stop) }
+                    slot.post(.upstreamEnded, from: stop)
                 } catch {
                     let failure =
                         (error as? ClaudeError) ?? ClaudeError(kind: .connection, message: "\(error)", isRetryable: true)
-                    slot.post(.upstreamFailed(failure, jitter: Double.random(in: 0..<1)))
+                    slot.post(.upstreamFailed(failure, jitter: Double.random(in: 0..<1)), from: stop)
                 }
             }
             attempt.addTask { await stop.wait() }
@@ -327,11 +327,16 @@ final class TurnDecider: Sendable {
         /// For `persist` and `finish` only: the machine as it decided them. (A copy kept for every action would make
         /// the next delta copy the whole reply text.)
         var machine: TurnMachine?
+        /// For `startUpstream`: the attempt's stop signal, which also names its events.
+        var attempt: StopSignal?
     }
 
     private struct State {
         var machine: TurnMachine
         var firstTokenMs: Int?
+        /// The upstream attempt whose events count; those of any other (an earlier step's `upstreamEnded` that
+        /// arrives after the next step started, a stopped attempt's cancellation) are dropped.
+        var attempt: StopSignal?
     }
 
     private let state: Mutex<State>
@@ -353,8 +358,9 @@ final class TurnDecider: Sendable {
     /// Milliseconds from the turn's start to its first relayed text.
     var firstTokenMs: Int? { state.withLock { $0.firstTokenMs } }
 
-    @Sendable func decide(_ event: TurnMachine.Event) {
+    @Sendable func decide(_ event: TurnMachine.Event, from attempt: StopSignal?) {
         state.withLock { state in
+            if let attempt, attempt !== state.attempt { return }
             let now = ContinuousClock.now
             for action in state.machine.handle(event, at: now) {
                 switch action {
@@ -367,10 +373,17 @@ final class TurnDecider: Sendable {
                     slot.relay(text)
                 case .announce(let activity):
                     slot.announce(activity)
+                case .startUpstream:
+                    let attempt = StopSignal()
+                    state.attempt = attempt
+                    queue.yield(Decided(action: action, attempt: attempt))
+                case .stopUpstream:
+                    state.attempt = nil
+                    queue.yield(Decided(action: action))
                 case .persist, .finish:
                     queue.yield(Decided(action: action, machine: state.machine))
                 default:
-                    queue.yield(Decided(action: action, machine: nil))
+                    queue.yield(Decided(action: action))
                 }
             }
         }

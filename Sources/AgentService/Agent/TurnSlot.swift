@@ -21,8 +21,8 @@ final class TurnSlot: Sendable {
     let lastActivityNanos: Atomic<UInt64>
 
     private enum Route {
-        case waiting([TurnMachine.Event])
-        case deciding(@Sendable (TurnMachine.Event) -> Void)
+        case waiting([(TurnMachine.Event, StopSignal?)])
+        case deciding(@Sendable (TurnMachine.Event, StopSignal?) -> Void)
         case closed
     }
 
@@ -38,16 +38,17 @@ final class TurnSlot: Sendable {
     }
 
     /// Delivers an event to the turn (ignored once it has finished). `decide` runs inside, on this task: it must
-    /// not post to this slot itself.
-    func post(_ event: TurnMachine.Event) {
+    /// not post to this slot itself. An upstream attempt's events name the attempt (`from`), so one that comes after
+    /// the turn has moved on to another attempt is dropped.
+    func post(_ event: TurnMachine.Event, from attempt: StopSignal? = nil) {
         route.withLock { route in
             switch route {
             case .waiting(var early):
                 route = .closed  // leaves `early` uniquely referenced while it grows
-                early.append(event)
+                early.append((event, attempt))
                 route = .waiting(early)
             case .deciding(let decide):
-                decide(event)
+                decide(event, attempt)
             case .closed:
                 break
             }
@@ -56,10 +57,10 @@ final class TurnSlot: Sendable {
 
     /// Installs the executor's decider: the events that waited are decided first, in order, then every later one as
     /// it is posted.
-    func decide(with decide: @escaping @Sendable (TurnMachine.Event) -> Void) {
+    func decide(with decide: @escaping @Sendable (TurnMachine.Event, StopSignal?) -> Void) {
         route.withLock { route in
             guard case .waiting(let early) = route else { return }
-            for event in early { decide(event) }
+            for (event, attempt) in early { decide(event, attempt) }
             route = .deciding(decide)
         }
     }
