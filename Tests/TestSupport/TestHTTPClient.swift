@@ -301,14 +301,6 @@ final class Connection: @unchecked Sendable {
 
     deinit { Glibc.close(fd) }
 
-    /// Runs blocking work on a fresh thread and resumes with its result.
-    private func onThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            let thread = Thread { continuation.resume(with: Result { try work() }) }
-            thread.start()
-        }
-    }
-
     /// Reads more bytes into the buffer; false at end of stream. Blocking: call on a dedicated thread.
     private func fill() -> Bool {
         var chunk = [UInt8](repeating: 0, count: 65_536)

@@ -55,11 +55,13 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
     /// timeout (100 ms to 1 s), not every tick: at thousands of streams the per-tick pass was a few percent of the
     /// service's CPU. A stall is thus reported at most a tenth of the timeout (at most 1 s) late. Loop thread only.
     private var lastStallScan = ContinuousClock.now
+    private let stallScanInterval: Duration
     private static let maxEvents: Int32 = 1024
 
     init(options: Options) {
         CurlLoop.globalInit
         self.options = options
+        stallScanInterval = min(max(options.idleTimeout / 10, Self.watchdogInterval), .seconds(1))
         multi = curl_multi_init()
         epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
         wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
@@ -380,8 +382,7 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
             }
         }
         let limit = options.idleTimeout
-        let scanInterval = min(max(limit / 10, Self.watchdogInterval), .seconds(1))
-        guard now - lastStallScan >= scanInterval else { return }
+        guard now - lastStallScan >= stallScanInterval else { return }
         lastStallScan = now
         var stalled: [Transfer] = []
         for transfer in transfers.values where !transfer.curlPaused && now - transfer.lastActivity > limit {

@@ -90,8 +90,13 @@ public struct EmbeddedPostgres: Sendable {
 
     /// Like `startDetached()`, also telling where the cluster lives.
     public func startDetachedReportingDirectory() async throws -> Running {
+        try await Self.detached { try self.startReportingDirectory() }
+    }
+
+    /// Runs blocking `work` (initdb, pg_ctl) on a thread of its own, off Swift's cooperative pool.
+    private static func detached<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
-            let thread = Thread { continuation.resume(with: Result { try self.startReportingDirectory() }) }
+            let thread = Thread { continuation.resume(with: Result { try work() }) }
             thread.name = "embedded-postgres"
             thread.start()
         }
@@ -110,11 +115,7 @@ public struct EmbeddedPostgres: Sendable {
 
     /// Runs `stop(immediate:)` on a thread of its own so the cooperative pool is not blocked.
     public func stopDetached(immediate: Bool = false) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let thread = Thread { continuation.resume(with: Result { try self.stop(immediate: immediate) }) }
-            thread.name = "embedded-postgres"
-            thread.start()
-        }
+        try await Self.detached { try self.stop(immediate: immediate) }
     }
 
     /// Stops the cluster (`pg_ctl stop`); `immediate` skips the checkpoint, as for throwaway test clusters. Blocking.
