@@ -3,12 +3,17 @@
 #   libcurl4-openssl-dev  Claude client (libcurl, HTTP/2)
 #   libpq-dev             Postgres client library
 #   postgresql            server binaries for the embedded local database and the test clusters
+#   libmimalloc-dev       the service's memory allocator (README, "Memory allocator")
 # Safe to run repeatedly: it only calls apt-get when something is missing.
 set -euo pipefail
 
 missing=()
 pkg-config --exists libcurl 2>/dev/null || missing+=(libcurl4-openssl-dev)
 pkg-config --exists libpq 2>/dev/null || missing+=(libpq-dev)
+# No pkg-config file: look for the library the linker needs.
+if ! compgen -G '/usr/lib/*/libmimalloc.so' >/dev/null && ! compgen -G '/usr/lib/libmimalloc.so' >/dev/null; then
+    missing+=(libmimalloc-dev)
+fi
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
     missing+=(postgresql)
 fi

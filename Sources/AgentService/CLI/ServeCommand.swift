@@ -88,6 +88,7 @@ struct ServeCommand: AsyncParsableCommand {
             )
         }
         logger.notice("database: \(runtime.databaseDescription)")
+        logger.info("memory allocator: \(Allocator.description)")
         if configuration.authEnabled {
             var sources: [String] = []
             if let jwks = configuration.jwksURL { sources.append("JWKS \(jwks) (ES256/RS256)") }

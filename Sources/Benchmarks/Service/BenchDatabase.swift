@@ -46,7 +46,7 @@ struct BenchDatabase {
 
     /// Statements Postgres ran since the last call: top level (what the service sent), nested (inside functions),
     /// and plans made; nil without `pg_stat_statements`. Resets the counts.
-    func statementCounts() async -> (topLevel: Int, nested: Int, plans: Int)? {
+    func statementCounts() async -> (topLevel: Int, nested: Int, plans: Int, heaviest: [String])? {
         guard embedded != nil else { return nil }
         let result = try? await database.withConnection {
             let counts = try $0.query(
@@ -55,13 +55,29 @@ struct BenchDatabase {
                     coalesce(sum(plans), 0)
                 FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%'
                 """)
+            // Where the statements' time went: each statement's calls, total execution and planning time (a nested
+            // statement's time is also part of the function that ran it).
+            let heaviest = try $0.query(
+                """
+                SELECT toplevel::text, calls::text, round(total_exec_time::numeric, 1)::text,
+                    round(total_plan_time::numeric, 1)::text, left(regexp_replace(query, '\\s+', ' ', 'g'), 90)
+                FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%'
+                ORDER BY total_exec_time + total_plan_time DESC LIMIT 12
+                """)
             _ = try $0.query("SELECT pg_stat_statements_reset()")
-            return counts
+            return (counts, heaviest)
         }
-        guard let result, let top = result.int(0, 0), let nested = result.int(0, 1), let plans = result.int(0, 2) else {
+        guard let (counts, heaviest) = result, let top = counts.int(0, 0), let nested = counts.int(0, 1),
+            let plans = counts.int(0, 2)
+        else {
             return nil
         }
-        return (top, nested, plans)
+        let lines = heaviest.rows.indices.map { row in
+            let column = { (c: Int) in heaviest.string(row, c) ?? "" }
+            return
+                "\(column(0) == "true" ? "top   " : "nested") calls \(column(1)), exec \(column(2)) ms, plan \(column(3)) ms: \(column(4))"
+        }
+        return (top, nested, plans, lines)
     }
 
     /// CPU seconds used so far by a cluster's postmaster and every process it started (backends, WAL writer,

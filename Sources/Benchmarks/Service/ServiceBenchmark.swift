@@ -173,6 +173,11 @@ struct ServiceBenchmark: AsyncParsableCommand {
                         + "; inside the\(services.count > 1 ? " first" : "") service, admission (parse + begin-turn) p50 \(firstAfter.admissionPercentile(50, since: firstBefore)), p99 \(firstAfter.admissionPercentile(99, since: firstBefore))"
                 )
                 if !report.errors.isEmpty { print("#   errors at \(level): \(report.errors)") }
+                if let heaviest = statementCounts?.heaviest, !heaviest.isEmpty {
+                    breakdowns.append(
+                        "#   \(level): Postgres statements by time (pg_stat_statements):\n"
+                            + heaviest.map { "#     \($0)" }.joined(separator: "\n"))
+                }
 
                 let f = { (value: Double) in String(format: "%.2f", value) }
                 let perTurn = { (seconds: Double) in completed > 0 ? seconds / completed * 1_000 : .nan }

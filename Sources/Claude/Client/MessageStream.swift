@@ -160,6 +160,10 @@ final class StreamDriver: @unchecked Sendable {  // used only by the single task
 
     /// Maps one SSE event; returns a failure for an `error` event.
     private func handle(_ sse: SSEEvent) -> ClaudeError? {
+        if sse.event == nil || sse.event == "content_block_delta", let delta = TextDeltaShape.match(sse.data) {
+            emit(.textDelta(index: delta.index, text: delta.text), isContent: true)
+            return nil
+        }
         guard let json = try? JSONValue(parsing: sse.data), let wire = WireEvent(json) else {
             if sse.event == "error" {
                 return ClaudeError(kind: .api, status: 200, message: sse.data, requestID: requestID, attempts: attempts)

@@ -67,12 +67,55 @@ extension JSONWriter {
     }
 }
 
+/// The one event shape that makes up most of a reply, read without building a ``JSONValue``: exactly
+/// `{"type":"content_block_delta","index":N,"delta":{"type":"text_delta","text":"…"}}`, the way the API writes it.
+/// Anything else (other spacing or key order, another delta type) returns nil and goes to the full parser, so the
+/// result is always the full parser's.
+enum TextDeltaShape {
+    private static let head = Array(#"{"type":"content_block_delta","index":"#.utf8)
+    private static let middle = Array(#","delta":{"type":"text_delta","text":"#.utf8)
+
+    /// The block index and the text, or nil when `data` is not exactly that shape.
+    static func match(_ data: String) -> (index: Int, text: String)? {
+        var data = data
+        return data.withUTF8 { utf8 -> (index: Int, text: String)? in
+            guard utf8.count > head.count + middle.count + 4, utf8.starts(with: head) else { return nil }
+            var at = head.count
+            var index = 0
+            let digitsStart = at
+            while at < utf8.count, (0x30...0x39).contains(utf8[at]), at - digitsStart < 9 {
+                index = index * 10 + Int(utf8[at] - 0x30)
+                at += 1
+            }
+            guard at > digitsStart, at < utf8.count, utf8[digitsStart] != 0x30 || at == digitsStart + 1,
+                utf8[at...].starts(with: middle), utf8.count > at + middle.count, utf8[at + middle.count] == 0x22
+            else { return nil }
+            // The text runs to the closing `"}}`; `parseString` checks escapes and UTF-8 as the full parser does.
+            guard utf8[utf8.count - 3] == 0x22, utf8[utf8.count - 2] == 0x7D, utf8[utf8.count - 1] == 0x7D else {
+                return nil
+            }
+            var parser = JSONValueParser(bytes: Array(utf8[(at + middle.count)...]))
+            guard let text = try? parser.parseStringValue(), parser.remaining == [0x7D, 0x7D] else { return nil }
+            return (index, text)
+        }
+    }
+}
+
 private struct JSONValueParser {
     let bytes: [UInt8]
     var index = 0
     var depth = 0
 
     init(bytes: [UInt8]) { self.bytes = bytes }
+
+    /// A string value at the current position (which must be its opening quote).
+    mutating func parseStringValue() throws(JSONValueError) -> String {
+        guard index < bytes.count, bytes[index] == 0x22 else { throw fail("expected a string") }
+        return try parseString()
+    }
+
+    /// The bytes after the current position.
+    var remaining: ArraySlice<UInt8> { bytes[index...] }
 
     mutating func parseDocument() throws(JSONValueError) -> JSONValue {
         let value = try parseValue()
