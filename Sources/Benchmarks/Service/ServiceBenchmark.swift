@@ -74,6 +74,12 @@ struct ServiceBenchmark: AsyncParsableCommand {
         help: "Load pg_stat_statements in the throwaway cluster and report statements and plans per turn.")
     var statements = true
 
+    @Flag(
+        help:
+            "Drop the memory-search index (turns.search_vector and its GIN index) once the service has migrated, to measure what it costs per turn here (the service's search_memory tool then fails; the load does not use it)."
+    )
+    var withoutMemoryIndex = false
+
     func run() async throws {
         let wanted = levels.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         let largest = wanted.max() ?? 1
@@ -116,6 +122,12 @@ struct ServiceBenchmark: AsyncParsableCommand {
 
 
             let repository = ThreadRepository(database: database.database)
+            if withoutMemoryIndex {
+                _ = try await database.database.withConnection {
+                    try $0.query("ALTER TABLE public.turns DROP COLUMN IF EXISTS search_vector")
+                }
+                print("# memory-search index dropped (turns.search_vector and its GIN index)")
+            }
 
             // Warm up: the service opens its database connections and the first upstream connections lazily.
             _ = try await runLevel(min(20, largest), group: group, ports: ports)

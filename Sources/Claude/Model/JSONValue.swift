@@ -94,6 +94,12 @@ enum TextDeltaShape {
             guard utf8[utf8.count - 3] == 0x22, utf8[utf8.count - 2] == 0x7D, utf8[utf8.count - 1] == 0x7D else {
                 return nil
             }
+            // The usual delta has no escapes: its bytes are the text (a short one fits in a String without allocating).
+            let content = utf8[(at + middle.count + 1)..<(utf8.count - 3)]
+            if !content.contains(where: { $0 == 0x22 || $0 == 0x5C || $0 < 0x20 }) {
+                guard let text = String(validating: content, as: UTF8.self) else { return nil }
+                return (index, text)
+            }
             var parser = JSONValueParser(bytes: Array(utf8[(at + middle.count)...]))
             guard let text = try? parser.parseStringValue(), parser.remaining == [0x7D, 0x7D] else { return nil }
             return (index, text)
