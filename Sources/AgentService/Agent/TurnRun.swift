@@ -131,7 +131,7 @@ struct TurnRun: Sendable {
         await withTaskGroup(of: Void.self) { attempt in
             attempt.addTask {
                 do {
-                    for try await event in claude.stream(request) { slot.post(.upstream(event), from: stop) }
+                    try await claude.stream(request).relay { slot.post(.upstream($0), from: stop) }
                     slot.post(.upstreamEnded, from: stop)
                 } catch {
                     let failure =

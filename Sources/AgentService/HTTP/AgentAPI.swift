@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
+import NIOCore
 import ThreadStore
 
 /// The HTTP API of DESIGN.md ("HTTP API"), seed-compatible: routes, validation, SSE relay, error mapping.
@@ -23,8 +24,8 @@ struct AgentAPI: Sendable {
         (["api", "chat", "*", "stream"], ["GET", "OPTIONS"]), (["health"], ["GET", "HEAD"]), (["metrics"], ["GET"]),
     ]
 
-    func buildRouter() -> Router<BasicRequestContext> {
-        let router = Router(context: BasicRequestContext.self)
+    func buildRouter() -> Router<AgentRequestContext> {
+        let router = Router(context: AgentRequestContext.self)
         // CORS outermost, so that the JSON errors produced inside carry its headers.
         router.add(middleware: AllowedOriginsMiddleware(origins: configuration.corsAllowedOrigins))
         router.add(middleware: JSONErrorMiddleware(routes: Self.routes + WebUI.routes(configuration), logger: logger))
@@ -61,7 +62,7 @@ struct AgentAPI: Sendable {
 
     // MARK: Turns
 
-    private func startTurn(_ request: inout Request, context: BasicRequestContext) async throws -> TurnHandle {
+    private func startTurn(_ request: inout Request, context: AgentRequestContext) async throws -> TurnHandle {
         let arrival = ContinuousClock.now
         defer { metrics.admitted(after: .now - arrival) }
         // Identity first: an unauthenticated request costs no body read and no parsing.
@@ -130,21 +131,22 @@ struct AgentAPI: Sendable {
         }
     }
 
-    private func queryStream(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    private func queryStream(_ request: Request, context: AgentRequestContext) async throws -> Response {
         var request = request
         let handle = try await startTurn(&request, context: context)
         let supervisor = agent.supervisor
         let turnID = handle.turnID
         return Self.eventStream(
             threadID: handle.threadID, turnID: handle.turnID, events: handle.events, logger: context.logger,
-            includeThinking: try Self.wantsThinking(request), onDisconnect: { supervisor.post(.clientGone, to: turnID) })
+            includeThinking: try Self.wantsThinking(request), writingOn: context.eventLoop,
+            onDisconnect: { supervisor.post(.clientGone, to: turnID) })
     }
 
     /// An SSE response relaying `events` until the final frame. A client that goes away only stops listening: the
     /// turn goes on under the supervisor, is persisted, and can be resumed.
     static func eventStream(
         threadID: String, turnID: UUID, events: AsyncStream<TurnEvent>, logger: Logger, includeThinking: Bool = false,
-        onDisconnect: (@Sendable () -> Void)? = nil
+        writingOn eventLoop: (any EventLoop)? = nil, onDisconnect: (@Sendable () -> Void)? = nil
     ) -> Response {
         let turnKey = turnID.uuidString.lowercased()
         let headers: HTTPFields = [
@@ -155,30 +157,34 @@ struct AgentAPI: Sendable {
             .xThreadID: threadID,
             .xTurnID: turnKey,
         ]
+        // The writing loop runs on the connection's event loop (see `EventLoopTaskExecutor`).
+        let executor = eventLoop.map(EventLoopTaskExecutor.init)
         return Response(
             status: .ok, headers: headers,
             body: ResponseBody { writer in
-                for await event in events {
-                    if case .activity(.thinking) = event, !includeThinking { continue }
-                    do {
-                        try await writer.write(
-                            ServerSentEvents.frame(for: event, threadID: threadID, turnID: turnID, turnKey: turnKey))
-                    } catch {
-                        logger.debug("client disconnected mid-stream; the turn continues")
-                        onDisconnect?()
-                        throw error
+                try await withTaskExecutorPreference(executor) {
+                    for await event in events {
+                        if case .activity(.thinking) = event, !includeThinking { continue }
+                        do {
+                            try await writer.write(
+                                ServerSentEvents.frame(for: event, threadID: threadID, turnID: turnID, turnKey: turnKey))
+                        } catch {
+                            logger.debug("client disconnected mid-stream; the turn continues")
+                            onDisconnect?()
+                            throw error
+                        }
+                        switch event {
+                        case .done, .failed: break
+                        case .chunk, .ping, .activity: continue
+                        }
+                        break
                     }
-                    switch event {
-                    case .done, .failed: break
-                    case .chunk, .ping, .activity: continue
-                    }
-                    break
+                    try await writer.finish(nil)
                 }
-                try await writer.finish(nil)
             })
     }
 
-    private func query(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    private func query(_ request: Request, context: AgentRequestContext) async throws -> Response {
         var request = request
         let handle = try await startTurn(&request, context: context)
         var text = ""
@@ -235,7 +241,7 @@ struct AgentAPI: Sendable {
         return value
     }
 
-    private func threadIDParameter(_ context: BasicRequestContext) throws -> String {
+    private func threadIDParameter(_ context: AgentRequestContext) throws -> String {
         guard let raw = context.parameters.get("thread_id") else { throw APIError.threadNotFound }
         let decoded = raw.removingPercentEncoding ?? raw
         return try QueryRequest.threadID(decoded)
@@ -252,7 +258,7 @@ struct AgentAPI: Sendable {
         }
     }
 
-    private func listThreads(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    private func listThreads(_ request: Request, context: AgentRequestContext) async throws -> Response {
         let user = try await userID(request)
         let limit = try limit(request)
         var before: Date?
@@ -279,7 +285,7 @@ struct AgentAPI: Sendable {
         return JSONResponse.make(object: ["threads": items, "next_before": next])
     }
 
-    private func messages(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    private func messages(_ request: Request, context: AgentRequestContext) async throws -> Response {
         let user = try await userID(request)
         let limit = try limit(request)
         let threadID = try threadIDParameter(context)
@@ -319,7 +325,7 @@ struct AgentAPI: Sendable {
         return JSONResponse.make(object: ["thread_id": threadID, "messages": messages, "next_before": next])
     }
 
-    private func deleteThread(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    private func deleteThread(_ request: Request, context: AgentRequestContext) async throws -> Response {
         let user = try await userID(request)
         let threadID = try threadIDParameter(context)
         guard try await storeCall({ try await repository.deleteThread(userID: user, threadID: threadID) }) else {
@@ -331,7 +337,7 @@ struct AgentAPI: Sendable {
     // MARK: The AI SDK's UI Message Stream
 
     /// `POST /api/chat`: `useChat`'s request; the same turn as `/query_stream`, encoded as a UI Message Stream.
-    private func aiChat(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    private func aiChat(_ request: Request, context: AgentRequestContext) async throws -> Response {
         let arrival = ContinuousClock.now
         let identity = try await authenticator.identify(request)
         let body = try await Self.readBody(
@@ -360,7 +366,7 @@ struct AgentAPI: Sendable {
 
     /// `GET /api/chat/{id}/stream`: what `useChat({resume: true})` calls on load; the running reply from its start,
     /// 204 when none runs.
-    private func aiChatResume(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    private func aiChatResume(_ request: Request, context: AgentRequestContext) async throws -> Response {
         let user = try await userID(request)
         let threadID = try threadIDParameter(context)
         let followed: FollowedTurn?
@@ -418,7 +424,7 @@ struct AgentAPI: Sendable {
 
     /// `GET /threads/{id}/stream`: the reply from `Last-Event-ID` (or `?after=`) on, live to its end; the running
     /// turn from its start without a position; 204 when nothing runs and there is nothing to resume.
-    private func resume(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    private func resume(_ request: Request, context: AgentRequestContext) async throws -> Response {
         let user = try await userID(request)
         let threadID = try threadIDParameter(context)
         let position = try Self.resumePosition(request)
@@ -431,7 +437,7 @@ struct AgentAPI: Sendable {
         guard let followed else { return Response(status: .noContent) }
         return Self.eventStream(
             threadID: followed.threadID, turnID: followed.turnID, events: followed.events, logger: context.logger,
-            includeThinking: try Self.wantsThinking(request))
+            includeThinking: try Self.wantsThinking(request), writingOn: context.eventLoop)
     }
 
     /// `?thinking=true`: the client wants Claude's thinking streamed (with `CLAUDE_THINKING_BUDGET` set).
@@ -445,7 +451,7 @@ struct AgentAPI: Sendable {
     }
 
     /// `POST /threads/{id}/cancel`: stops the thread's running turn, wherever it runs.
-    private func cancel(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    private func cancel(_ request: Request, context: AgentRequestContext) async throws -> Response {
         let user = try await userID(request)
         let threadID = try threadIDParameter(context)
         do {

@@ -19,7 +19,7 @@ struct WebUI: Sendable {
     }
 
     /// Adds the page's routes to `router` (nothing when `WEB_UI=false`).
-    func register(on router: Router<BasicRequestContext>) {
+    func register(on router: Router<AgentRequestContext>) {
         guard configuration.webUI else { return }
         let headers = securityHeaders()
         for file in BundledWebAssets.files {

@@ -34,6 +34,21 @@ public struct MessageStream: AsyncSequence, Sendable {
     public func makeAsyncIterator() -> AsyncIterator {
         AsyncIterator(driver: StreamDriver(client: client, request: request))
     }
+
+    /// Hands every event to `deliver`, in order, and returns after `message_stop`; failures throw as from `next()`.
+    ///
+    /// Once the reply's content flows (after the first event: nothing is retried from then on), `deliver` runs on the
+    /// transport's own thread, where the bytes were read: an event then costs no hand-off between threads. So
+    /// `deliver` must be quick and must never block. The request, its retries and the wait for the first content
+    /// run where the caller runs.
+    public func relay(_ deliver: (MessageStreamEvent) -> Void) async throws(ClaudeError) {
+        var iterator = makeAsyncIterator()
+        guard let first = try await iterator.next() else { return }
+        deliver(first)
+        try await withTaskExecutorPreference(client.http.executor) { () async throws(ClaudeError) in
+            while let event = try await iterator.next() { deliver(event) }
+        }
+    }
 }
 
 /// The pull-driven state of one streamed request.

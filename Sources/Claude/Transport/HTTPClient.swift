@@ -99,6 +99,9 @@ public final class HTTPClient: Sendable {
         }
     }
 
+    /// The curl thread as a task executor, for consumers that relay a response's bytes where they arrive.
+    var executor: any TaskExecutor { loop }
+
     /// Stops the curl thread, failing transfers still running with a `shutdown` error. Idempotent.
     public func shutdown() {
         loop.stop()

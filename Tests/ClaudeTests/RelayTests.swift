@@ -1,0 +1,102 @@
+import Claude
+import ClaudeStub
+import Foundation
+import Testing
+
+/// The name of the calling thread, as the kernel knows it.
+private func currentThreadName() -> String {
+    let name = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? ""
+    return name.trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
+private final class Recorder: @unchecked Sendable {  // touched by one relay at a time, then read after it returned
+    var events: [MessageStreamEvent] = []
+    var threads: [String] = []
+}
+
+@Suite(.timeLimit(.minutes(2))) struct RelayTests {
+    @Test("relay hands over the same events as iterating, in order; after the first, on the curl thread")
+    func relayMatchesIteration() async throws {
+        let h = try await StubHarness.start(stub: .init(deltaInterval: .milliseconds(2)))
+        defer { Task { await h.shutdown() } }
+        let text = "one two three four five six seven eight nine ten"
+        let (iterated, iterationError) = await h.run(userRequest(text))
+        #expect(iterationError == nil)
+        let recorder = Recorder()
+        try await h.client.stream(userRequest(text)).relay { event in
+            recorder.events.append(event)
+            recorder.threads.append(currentThreadName())
+        }
+        #expect(recorder.events.text == iterated.text)
+        #expect(recorder.events.textDeltaCount == iterated.textDeltaCount)
+        #expect(recorder.events.textDeltaCount > 5)
+        #expect(recorder.events.last == .messageStop)
+        #expect(recorder.threads.count == recorder.events.count)
+        // The consumer is back on the pool afterwards, and it got there from the curl thread.
+        #expect(recorder.threads.dropFirst().allSatisfy { $0 == "curl-multi" }, "\(Set(recorder.threads))")
+        #expect(await h.eventually { h.http.liveTransferCount == 0 })
+    }
+
+    @Test("a relay that fails before content is retried like iteration, and one that fails after it throws")
+    func relayFailures() async throws {
+        let h = try await StubHarness.start()
+        defer { Task { await h.shutdown() } }
+        h.stub.enqueue(.httpError(status: 529))
+        let recorder = Recorder()
+        try await h.client.stream(userRequest("a b c")).relay { recorder.events.append($0) }
+        #expect(recorder.events.text == "Echo (1 messages): a b c")
+        #expect(recorder.events.messageStarts.first?.attempts == 2)
+
+        h.stub.enqueue(.midStreamError(afterDeltas: 2))
+        let failed = Recorder()
+        await #expect(throws: ClaudeError.self) {
+            try await h.client.stream(userRequest("one two three four")).relay { failed.events.append($0) }
+        }
+        #expect(failed.events.textDeltaCount == 2)
+    }
+
+    @Test("cancelling a relaying task ends it with a cancelled error and frees the transfer")
+    func relayCancelled() async throws {
+        let h = try await StubHarness.start(stub: .init(deltaInterval: .milliseconds(20), deltaCount: 500))
+        defer { Task { await h.shutdown() } }
+        let recorder = Recorder()
+        let task = Task { () -> ClaudeError? in
+            do {
+                try await h.client.stream(userRequest()).relay { recorder.events.append($0) }
+                return nil
+            } catch {
+                return error as? ClaudeError
+            }
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        task.cancel()
+        let error = await task.value
+        #expect(error?.kind == .cancelled)
+        #expect(recorder.events.textDeltaCount > 0)
+        #expect(await h.eventually { h.http.liveTransferCount == 0 })
+    }
+
+    @Test("shutting the transport down under a relay ends the relay with an error instead of stranding it")
+    func relayAcrossShutdown() async throws {
+        let h = try await StubHarness.start(stub: .init(deltaInterval: .milliseconds(20), deltaCount: 500))
+        defer { Task { await h.stub.stop() } }
+        let recorder = Recorder()
+        let task = Task { () -> ClaudeError? in
+            do {
+                try await h.client.stream(userRequest()).relay { recorder.events.append($0) }
+                return nil
+            } catch {
+                return error as? ClaudeError
+            }
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        h.http.shutdown()
+        let error = await task.value
+        #expect(error != nil)
+        #expect(recorder.events.textDeltaCount > 0)
+        // The loop is gone: a new relay fails at once rather than waiting on it.
+        await #expect(throws: ClaudeError.self) {
+            try await h.client.stream(userRequest()).relay { _ in }
+        }
+    }
+}
