@@ -36,91 +36,112 @@ struct TurnRun: Sendable {
     /// A tool's output beyond this many UTF-8 bytes is cut (with a note saying so).
     var toolOutputLimit = 100_000
 
-    func run() async {
-        let clock = ContinuousClock()
-        let start = clock.now
-        let decider = TurnDecider(
-            machine: TurnMachine(configuration: self.machine), slot: slot, metrics: metrics, start: start)
+    /// What the executing loop keeps between decisions.
+    private struct Progress {
+        let start: ContinuousClock.Instant
+        let log: Logger
         var latencyMs: Int?
         var entry: ReplySpool.Entry?
         var upstream: StopSignal?
         var toolRun: StopSignal?
+    }
+
+    func run() async {
+        let start = ContinuousClock.now
+        let decider = TurnDecider(
+            machine: TurnMachine(configuration: self.machine), slot: slot, metrics: metrics, start: start)
         metrics.streamStarted()
-        defer { metrics.streamEnded(duration: clock.now - start) }
+        defer { metrics.streamEnded(duration: .now - start) }
         let log = {
             var log = logger
             log[metadataKey: "turn_id"] = "\(context.turnID)"
             log[metadataKey: "thread_id"] = "\(context.threadID)"
             return log
         }()
+        var progress = Progress(start: start, log: log)
 
         slot.decide(with: decider.decide)
         slot.post(.begun)
         await withTaskCancellationHandler {
             await withDiscardingTaskGroup { group in
-                loop: for await decided in decider.decided {
-                    switch decided.action {
-                    case .startUpstream(let attempt, let steps):
-                        if attempt > 1 { log.info("asking Claude again (attempt \(attempt))") }
-                        let stop = decided.attempt!
-                        upstream = stop
-                        var request = context.request
-                        request.messages += steps
-                        group.addTask { await self.stream(request, until: stop) }
-                    case .runTools(let calls):
-                        let stop = StopSignal()
-                        toolRun = stop
-                        group.addTask { await self.runTools(calls, until: stop, log: log) }
-                    case .stopTools:
-                        toolRun?.fire()
-                        toolRun = nil
-                    case .relay, .announce:
-                        break  // performed by the decider, where the event was posted
-                    case .stopUpstream:
-                        upstream?.fire()
-                        upstream = nil
-                    case .scheduleUpstreamRetry(let delay):
-                        group.addTask { await self.post(.upstreamRetryDue, after: delay) }
-                    case .persist(let ending, let timeout):
-                        if entry == nil {
-                            latencyMs = (clock.now - start).milliseconds
-                            entry = makeEntry(ending, decided.machine!, decider.firstTokenMs, latencyMs)
-                            noteEnding(ending, decided.machine!, log: log)
-                        }
-                        let write = entry!
-                        group.addTask { await self.write(write, within: timeout, log: log) }
-                    case .schedulePersistRetry(let delay):
-                        log.warning("persisting the turn failed; retrying in \(delay)")
-                        group.addTask { await self.post(.persistRetryDue, after: delay) }
-                    case .schedulePersistDeadline(let delay):
-                        group.addTask { await self.post(.persistDeadlinePassed, after: delay) }
-                    case .spool:
-                        let saved = spool?.save(entry!) ?? false
-                        if saved {
-                            metrics.turnSpooled()
-                            log.error(
-                                "could not store the turn in time; spooled to \(spool!.directory.path), it is written when the database answers"
-                            )
-                        } else {
-                            log.error("giving up on persisting the turn; the reply is lost")
-                        }
-                        slot.post(.spooled(saved))
-                    case .finish(let final, let outcome):
-                        metrics.turnFinished(outcome: outcome)
-                        slot.reply.finish(
-                            frame(final, decided.machine!, firstTokenMs: decider.firstTokenMs, latencyMs: latencyMs))
-                        break loop
-                    }
+                for await decided in decider.decided {
+                    if !perform(decided, &progress, in: &group, decider: decider) { break }
                 }
                 decider.end()
-                upstream?.fire()
-                toolRun?.fire()
+                progress.upstream?.fire()
+                progress.toolRun?.fire()
                 // Timers still pending, or a write attempt abandoned at its deadline: the turn is over.
                 group.cancelAll()
             }
         } onCancel: {
             slot.post(.shutdown)
         }
+    }
+
+    /// Performs one decided action; false once the turn has finished.
+    ///
+    /// Synchronous and never inlined on purpose: the loop above awaits for the whole turn, and Swift keeps its async
+    /// frame, with every temporary of this switch in it, for as long (10 KB a turn when it was inline).
+    @inline(never)
+    private func perform(
+        _ decided: TurnDecider.Decided, _ progress: inout Progress, in group: inout DiscardingTaskGroup,
+        decider: TurnDecider
+    ) -> Bool {
+        let log = progress.log
+        switch decided.action {
+        case .startUpstream(let attempt, let steps):
+            if attempt > 1 { log.info("asking Claude again (attempt \(attempt))") }
+            let stop = decided.attempt!
+            progress.upstream = stop
+            var request = context.request
+            request.messages += steps
+            group.addTask { await self.stream(request, until: stop) }
+        case .runTools(let calls):
+            let stop = StopSignal()
+            progress.toolRun = stop
+            group.addTask { await self.runTools(calls, until: stop, log: log) }
+        case .stopTools:
+            progress.toolRun?.fire()
+            progress.toolRun = nil
+        case .relay, .announce:
+            break  // performed by the decider, where the event was posted
+        case .stopUpstream:
+            progress.upstream?.fire()
+            progress.upstream = nil
+        case .scheduleUpstreamRetry(let delay):
+            group.addTask { await self.post(.upstreamRetryDue, after: delay) }
+        case .persist(let ending, let timeout):
+            if progress.entry == nil {
+                progress.latencyMs = (ContinuousClock.now - progress.start).milliseconds
+                progress.entry = makeEntry(ending, decided.machine!, decider.firstTokenMs, progress.latencyMs)
+                noteEnding(ending, decided.machine!, log: log)
+            }
+            let write = progress.entry!
+            group.addTask { await self.write(write, within: timeout, log: log) }
+        case .schedulePersistRetry(let delay):
+            log.warning("persisting the turn failed; retrying in \(delay)")
+            group.addTask { await self.post(.persistRetryDue, after: delay) }
+        case .schedulePersistDeadline(let delay):
+            group.addTask { await self.post(.persistDeadlinePassed, after: delay) }
+        case .spool:
+            let saved = spool?.save(progress.entry!) ?? false
+            if saved {
+                metrics.turnSpooled()
+                log.error(
+                    "could not store the turn in time; spooled to \(spool!.directory.path), it is written when the database answers"
+                )
+            } else {
+                log.error("giving up on persisting the turn; the reply is lost")
+            }
+            slot.post(.spooled(saved))
+        case .finish(let final, let outcome):
+            metrics.turnFinished(outcome: outcome)
+            slot.reply.finish(
+                frame(
+                    final, decided.machine!, firstTokenMs: decider.firstTokenMs, latencyMs: progress.latencyMs))
+            return false
+        }
+        return true
     }
 
     // MARK: Child tasks

@@ -62,7 +62,29 @@ struct AgentAPI: Sendable {
 
     // MARK: Turns
 
-    private func startTurn(_ request: inout Request, context: AgentRequestContext) async throws -> TurnHandle {
+    /// Runs `work` in a child task and returns its result.
+    ///
+    /// Swift's task allocator keeps a task's slabs at their peak size until the task ends. Admitting a turn is the
+    /// deepest stack a stream's connection task ever has: routing, middleware, identity, the body, and begin-turn in
+    /// Postgres. Run inline, that peak (about 16 KB) stayed with the connection for the whole reply. In a child task
+    /// it is freed as soon as the turn starts (`agent-bench service` at 10,000 streams, BENCHMARKS.md). Resuming a
+    /// stream (`agent.follow`) is run the same way.
+    private static func inChildTask<T: Sendable, E: Error>(
+        _ work: @Sendable () async throws(E) -> T
+    ) async throws(E) -> T {
+        async let result = outcome(of: work)
+        return try await result.get()
+    }
+
+    private static func outcome<T, E: Error>(of work: () async throws(E) -> T) async -> Result<T, E> {
+        do { return .success(try await work()) } catch { return .failure(error) }
+    }
+
+    private func admit(_ request: Request, context: AgentRequestContext) async throws -> TurnHandle {
+        try await Self.inChildTask { try await startTurn(request, context: context) }
+    }
+
+    private func startTurn(_ request: Request, context: AgentRequestContext) async throws -> TurnHandle {
         let arrival = ContinuousClock.now
         defer { metrics.admitted(after: .now - arrival) }
         // Identity first: an unauthenticated request costs no body read and no parsing.
@@ -132,8 +154,7 @@ struct AgentAPI: Sendable {
     }
 
     private func queryStream(_ request: Request, context: AgentRequestContext) async throws -> Response {
-        var request = request
-        let handle = try await startTurn(&request, context: context)
+        let handle = try await admit(request, context: context)
         let supervisor = agent.supervisor
         let turnID = handle.turnID
         return Self.eventStream(
@@ -185,8 +206,7 @@ struct AgentAPI: Sendable {
     }
 
     private func query(_ request: Request, context: AgentRequestContext) async throws -> Response {
-        var request = request
-        let handle = try await startTurn(&request, context: context)
+        let handle = try await admit(request, context: context)
         var text = ""
         for await event in handle.events {
             switch event {
@@ -338,6 +358,16 @@ struct AgentAPI: Sendable {
 
     /// `POST /api/chat`: `useChat`'s request; the same turn as `/query_stream`, encoded as a UI Message Stream.
     private func aiChat(_ request: Request, context: AgentRequestContext) async throws -> Response {
+        let handle = try await Self.inChildTask { try await startChatTurn(request) }
+        let supervisor = agent.supervisor
+        let turnID = handle.turnID
+        return Self.uiMessageStream(
+            threadID: handle.threadID, turnID: handle.turnID, events: handle.events,
+            includeThinking: try Self.wantsThinking(request), writingOn: context.eventLoop,
+            onDisconnect: { supervisor.post(.clientGone, to: turnID) })
+    }
+
+    private func startChatTurn(_ request: Request) async throws -> TurnHandle {
         let arrival = ContinuousClock.now
         let identity = try await authenticator.identify(request)
         let body = try await Self.readBody(
@@ -357,11 +387,7 @@ struct AgentAPI: Sendable {
             throw Self.apiError(error)
         }
         metrics.admitted(after: .now - arrival)
-        let supervisor = agent.supervisor
-        let turnID = handle.turnID
-        return Self.uiMessageStream(
-            threadID: handle.threadID, turnID: handle.turnID, events: handle.events,
-            includeThinking: try Self.wantsThinking(request), onDisconnect: { supervisor.post(.clientGone, to: turnID) })
+        return handle
     }
 
     /// `GET /api/chat/{id}/stream`: what `useChat({resume: true})` calls on load; the running reply from its start,
@@ -371,7 +397,9 @@ struct AgentAPI: Sendable {
         let threadID = try threadIDParameter(context)
         let followed: FollowedTurn?
         do {
-            followed = try await agent.follow(userID: user, threadID: threadID, from: nil)
+            followed = try await Self.inChildTask { () async throws(FollowError) in
+                try await agent.follow(userID: user, threadID: threadID, from: nil)
+            }
         } catch FollowError.threadNotFound {
             // A chat the client made up but never sent: nothing to resume.
             return Response(status: .noContent)
@@ -381,13 +409,14 @@ struct AgentAPI: Sendable {
         guard let followed else { return Response(status: .noContent) }
         return Self.uiMessageStream(
             threadID: followed.threadID, turnID: followed.turnID, events: followed.events,
-            includeThinking: try Self.wantsThinking(request))
+            includeThinking: try Self.wantsThinking(request), writingOn: context.eventLoop)
     }
 
     static func uiMessageStream(
         threadID: String, turnID: UUID, events: AsyncStream<TurnEvent>, includeThinking: Bool = false,
-        onDisconnect: (@Sendable () -> Void)? = nil
+        writingOn eventLoop: (any EventLoop)? = nil, onDisconnect: (@Sendable () -> Void)? = nil
     ) -> Response {
+        let executor = eventLoop.map(EventLoopTaskExecutor.init)  // as in `eventStream`
         var headers: HTTPFields = [
             .contentType: "text/event-stream; charset=utf-8",
             .cacheControl: "no-cache, no-store",
@@ -400,23 +429,25 @@ struct AgentAPI: Sendable {
         return Response(
             status: .ok, headers: headers,
             body: ResponseBody { writer in
-                do {
-                    try await writer.write(UIMessageStream.prelude(threadID: threadID, turnID: turnID))
-                    var encoder = UIMessageStream.Encoder()
-                    for await event in events {
-                        if case .activity(.thinking) = event, !includeThinking { continue }
-                        try await writer.write(encoder.frames(for: event))
-                        switch event {
-                        case .done, .failed: break
-                        case .chunk, .ping, .activity: continue
+                try await withTaskExecutorPreference(executor) {
+                    do {
+                        try await writer.write(UIMessageStream.prelude(threadID: threadID, turnID: turnID))
+                        var encoder = UIMessageStream.Encoder()
+                        for await event in events {
+                            if case .activity(.thinking) = event, !includeThinking { continue }
+                            try await writer.write(encoder.frames(for: event))
+                            switch event {
+                            case .done, .failed: break
+                            case .chunk, .ping, .activity: continue
+                            }
+                            break
                         }
-                        break
+                    } catch {
+                        onDisconnect?()
+                        throw error
                     }
-                } catch {
-                    onDisconnect?()
-                    throw error
+                    try await writer.finish(nil)
                 }
-                try await writer.finish(nil)
             })
     }
 
@@ -430,7 +461,9 @@ struct AgentAPI: Sendable {
         let position = try Self.resumePosition(request)
         let followed: FollowedTurn?
         do {
-            followed = try await agent.follow(userID: user, threadID: threadID, from: position)
+            followed = try await Self.inChildTask { () async throws(FollowError) in
+                try await agent.follow(userID: user, threadID: threadID, from: position)
+            }
         } catch {
             throw Self.apiError(error)
         }
