@@ -453,7 +453,6 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
     }
 }
 
-
 /// The loop as a task executor: a task that prefers it runs on the curl thread, between the loop's rounds.
 ///
 /// A streamed reply's consumer prefers it once content flows (`MessageStream.relay`): the bytes a socket delivered
