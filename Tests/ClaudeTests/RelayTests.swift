@@ -1,6 +1,7 @@
 import Claude
 import ClaudeStub
 import Foundation
+import Logging
 import Testing
 
 /// The name of the calling thread, as the kernel knows it.
@@ -9,9 +10,16 @@ private func currentThreadName() -> String {
     return name.trimmingCharacters(in: .whitespacesAndNewlines)
 }
 
+/// The kernel's id of the calling thread (from `/proc/thread-self`, a link to `<pid>/task/<tid>`).
+private func currentThreadID() -> String {
+    (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self"))?
+        .split(separator: "/").last.map(String.init) ?? ""
+}
+
 private final class Recorder: @unchecked Sendable {  // touched by one relay at a time, then read after it returned
     var events: [MessageStreamEvent] = []
     var threads: [String] = []
+    var threadIDs: [String] = []
 }
 
 @Suite(.timeLimit(.minutes(2))) struct RelayTests {
@@ -99,4 +107,50 @@ private final class Recorder: @unchecked Sendable {  // touched by one relay at 
             try await h.client.stream(userRequest()).relay { _ in }
         }
     }
+
+    @Test("with three curl threads, 60 concurrent relays are byte-exact, each decoded on a curl thread, none left live")
+    func severalCurlThreads() async throws {
+        let stub = ClaudeStub(configuration: .init(deltaInterval: .milliseconds(2)))
+        try await stub.start()
+        let http = HTTPClient(configuration: .init(connectTimeout: .seconds(5), threads: 3))
+        let client = ClaudeClient(
+            configuration: .init(apiKey: "sk-test", baseURL: stub.baseURL), httpClient: http,
+            logger: .init(label: "relay-tests"))
+        defer {
+            http.shutdown()
+            Task { await stub.stop() }
+        }
+        let results = try await withThrowingTaskGroup(of: (String, String, Set<String>, Set<String>).self) { group in
+            for index in 0..<60 {
+                group.addTask {
+                    let question = "stream \(index) héllo wörld 🎉"
+                    let recorder = Recorder()
+                    try await client.stream(userRequest(question)).relay { event in
+                        recorder.events.append(event)
+                        recorder.threads.append(currentThreadName())
+                        recorder.threadIDs.append(currentThreadID())
+                    }
+                    return (
+                        question, recorder.events.text, Set(recorder.threads.dropFirst()),
+                        Set(recorder.threadIDs.dropFirst())
+                    )
+                }
+            }
+            var all: [(String, String, Set<String>, Set<String>)] = []
+            for try await result in group { all.append(result) }
+            return all
+        }
+        #expect(results.count == 60)
+        for (question, text, threads, ids) in results {
+            #expect(text == "Echo (1 messages): \(question)")
+            #expect(threads == ["curl-multi"], "\(threads)")
+            #expect(ids.count == 1, "one stream, one curl thread")
+        }
+        // The transfers went to the three loops in turn.
+        #expect(Set(results.flatMap(\.3)).count == 3)
+        #expect(http.configuration.threads == 3)
+        let h = StubHarness(stub: stub, client: client, http: http)
+        #expect(await h.eventually { http.liveTransferCount == 0 })
+    }
 }
+

@@ -45,7 +45,7 @@ public struct MessageStream: AsyncSequence, Sendable {
         var iterator = makeAsyncIterator()
         guard let first = try await iterator.next() else { return }
         deliver(first)
-        try await withTaskExecutorPreference(client.http.executor) { () async throws(ClaudeError) in
+        try await withTaskExecutorPreference(iterator.driver.executor) { () async throws(ClaudeError) in
             while let event = try await iterator.next() { deliver(event) }
         }
     }
@@ -76,6 +76,9 @@ final class StreamDriver: @unchecked Sendable {  // used only by the single task
     deinit {
         response?.cancel()
     }
+
+    /// The thread of the open response's transfer (nil when none is open).
+    var executor: (any TaskExecutor)? { response?.executor }
 
     func next() async throws(ClaudeError) -> MessageStreamEvent? {
         while true {

@@ -1,6 +1,7 @@
+import Foundation
 import Synchronization
 
-/// A general streaming HTTP client on one libcurl multi handle driven by one dedicated thread.
+/// A general streaming HTTP client on libcurl multi handles, each driven by one dedicated thread.
 ///
 /// Transfers are multiplexed over HTTP/2 where the server supports it and connections are reused. A response
 /// is returned as soon as its status and headers arrived; its body is an `AsyncSequence` of byte chunks with
@@ -33,6 +34,13 @@ public final class HTTPClient: Sendable {
         public var tcpKeepAlive: Duration
         /// Print libcurl's verbose trace to stderr.
         public var verbose: Bool
+        /// libcurl multi handles, each on its own thread; transfers are spread over them in turn. A streamed reply
+        /// is decoded on its transfer's thread (`MessageStream.relay`), so this is also how many threads decode.
+        public var threads: Int
+
+        /// One thread per four cores, at least one: on two cores everything else saturates them long before one
+        /// curl thread does (BENCHMARKS.md); a larger machine decodes more replies at once.
+        public static var defaultThreads: Int { max(1, ProcessInfo.processInfo.activeProcessorCount / 4) }
 
         /// Creates a configuration.
         public init(
@@ -43,7 +51,8 @@ public final class HTTPClient: Sendable {
             highWaterMark: Int = 256 * 1024,
             lowWaterMark: Int = 64 * 1024,
             tcpKeepAlive: Duration = .seconds(60),
-            verbose: Bool = false
+            verbose: Bool = false,
+            threads: Int = Configuration.defaultThreads
         ) {
             self.connectTimeout = connectTimeout
             self.idleTimeout = idleTimeout
@@ -53,36 +62,39 @@ public final class HTTPClient: Sendable {
             self.lowWaterMark = lowWaterMark
             self.tcpKeepAlive = tcpKeepAlive
             self.verbose = verbose
+            self.threads = max(1, threads)
         }
     }
 
     /// The configuration in use.
     public let configuration: Configuration
-    private let loop: CurlLoop
+    private let loops: [CurlLoop]
+    /// The loop the next transfer goes to, modulo `loops.count`.
+    private let nextLoop = Atomic<Int>(0)
 
-    /// Creates a client and starts its curl thread.
+    /// Creates a client and starts its curl threads.
     public init(configuration: Configuration = .init()) {
         self.configuration = configuration
-        loop = CurlLoop(
-            options: .init(
-                connectTimeout: configuration.connectTimeout,
-                idleTimeout: configuration.idleTimeout,
-                maxConnectionsPerHost: configuration.maxConnectionsPerHost,
-                maxConnectionCache: configuration.maxConnectionCache,
-                tcpKeepAlive: configuration.tcpKeepAlive,
-                verbose: configuration.verbose
-            )
+        let options = CurlLoop.Options(
+            connectTimeout: configuration.connectTimeout,
+            idleTimeout: configuration.idleTimeout,
+            maxConnectionsPerHost: configuration.maxConnectionsPerHost,
+            maxConnectionCache: configuration.maxConnectionCache,
+            tcpKeepAlive: configuration.tcpKeepAlive,
+            verbose: configuration.verbose
         )
+        loops = (0..<configuration.threads).map { _ in CurlLoop(options: options) }
     }
 
     deinit {
-        loop.stop(timeout: .zero)
+        for loop in loops { loop.stop(timeout: .zero) }
     }
 
     /// Starts a request and returns once the status and headers arrived.
     ///
     /// - Throws: ``HTTPClientError`` (connection, connect timeout, stall before headers, cancellation, shutdown).
     public func execute(_ request: HTTPRequest) async throws -> HTTPStreamingResponse {
+        let loop = loops.count == 1 ? loops[0] : loops[nextLoop.add(1, ordering: .relaxed).oldValue % loops.count]
         let transfer = Transfer(
             request: request,
             highWaterMark: configuration.highWaterMark,
@@ -99,22 +111,19 @@ public final class HTTPClient: Sendable {
         }
     }
 
-    /// The curl thread as a task executor, for consumers that relay a response's bytes where they arrive.
-    var executor: any TaskExecutor { loop }
-
     /// Stops the curl thread, failing transfers still running with a `shutdown` error. Idempotent.
     public func shutdown() {
-        loop.stop()
+        for loop in loops { loop.stop() }
     }
 
     /// Transfers currently added to the multi handle (for leak tests).
-    public var liveTransferCount: Int { loop.liveTransfers.load(ordering: .relaxed) }
+    public var liveTransferCount: Int { loops.reduce(0) { $0 + $1.liveTransfers.load(ordering: .relaxed) } }
 
     /// How many times a transfer was paused because its consumer fell behind (backpressure).
-    public var backpressurePauseCount: Int { loop.pauses.load(ordering: .relaxed) }
+    public var backpressurePauseCount: Int { loops.reduce(0) { $0 + $1.pauses.load(ordering: .relaxed) } }
 
     /// Sockets libcurl currently holds open, including idle cached connections (for leak tests).
-    public var openConnectionCount: Int { loop.openSockets.load(ordering: .relaxed) }
+    public var openConnectionCount: Int { loops.reduce(0) { $0 + $1.openSockets.load(ordering: .relaxed) } }
 }
 
 /// Cancels its transfer when the last response value or iterator referring to it goes away.
@@ -163,6 +172,10 @@ public struct HTTPStreamingResponse: Sendable, AsyncSequence {
     public func makeAsyncIterator() -> AsyncIterator {
         AsyncIterator(owner: owner)
     }
+
+    /// The thread of this response's transfer as a task executor, for a consumer that handles the bytes where they
+    /// arrive; nil once the client is gone.
+    var executor: (any TaskExecutor)? { owner.transfer.loop }
 
     /// Stops the transfer now; the curl thread removes it and releases its connection.
     public func cancel() {
