@@ -14,11 +14,13 @@ struct StubHarness {
         maxRetries: Int = 2,
         retryDelayScale: Double = 0.01,
         idleTimeout: Duration = .seconds(30),
-        apiKey: String = "sk-test"
+        apiKey: String = "sk-test",
+        curlThreads: Int = 1
     ) async throws -> StubHarness {
         let stub = ClaudeStub(configuration: stubConfiguration)
         try await stub.start()
-        let http = HTTPClient(configuration: .init(connectTimeout: .seconds(5), idleTimeout: idleTimeout))
+        let http = HTTPClient(
+            configuration: .init(connectTimeout: .seconds(5), idleTimeout: idleTimeout, threads: curlThreads))
         var logger = Logger(label: "claude-tests")
         logger.logLevel = .warning
         let client = ClaudeClient(
@@ -45,6 +47,19 @@ struct StubHarness {
             return (events, nil)
         } catch {
             return (events, error)
+        }
+    }
+
+    /// Starts `consume` in a task of its own (for a test to cancel it or pull the transport from under it); the task's
+    /// value is the error that ended it, nil when it finished.
+    func consuming(_ consume: @escaping @Sendable () async throws -> Void) -> Task<ClaudeError?, Never> {
+        Task {
+            do {
+                try await consume()
+                return nil
+            } catch {
+                return error as? ClaudeError
+            }
         }
     }
 

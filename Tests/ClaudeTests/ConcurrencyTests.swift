@@ -23,14 +23,7 @@ import Testing
     func taskCancellation() async throws {
         let h = try await StubHarness.start(stub: .init(deltaInterval: .milliseconds(50), deltaCount: 200))
         defer { Task { await h.shutdown() } }
-        let task = Task { () -> ClaudeError? in
-            do {
-                for try await _ in h.client.stream(userRequest()) {}
-                return nil
-            } catch {
-                return error as? ClaudeError
-            }
-        }
+        let task = h.consuming { for try await _ in h.client.stream(userRequest()) {} }
         try await Task.sleep(for: .milliseconds(200))
         task.cancel()
         let error = await task.value

@@ -1,7 +1,6 @@
 import Claude
 import ClaudeStub
 import Foundation
-import Logging
 import Testing
 
 /// The name of the calling thread, as the kernel knows it.
@@ -68,14 +67,7 @@ private final class Recorder: @unchecked Sendable {  // touched by one relay at 
         let h = try await StubHarness.start(stub: .init(deltaInterval: .milliseconds(20), deltaCount: 500))
         defer { Task { await h.shutdown() } }
         let recorder = Recorder()
-        let task = Task { () -> ClaudeError? in
-            do {
-                try await h.client.stream(userRequest()).relay { recorder.events.append($0) }
-                return nil
-            } catch {
-                return error as? ClaudeError
-            }
-        }
+        let task = h.consuming { try await h.client.stream(userRequest()).relay { recorder.events.append($0) } }
         try await Task.sleep(for: .milliseconds(200))
         task.cancel()
         let error = await task.value
@@ -89,14 +81,7 @@ private final class Recorder: @unchecked Sendable {  // touched by one relay at 
         let h = try await StubHarness.start(stub: .init(deltaInterval: .milliseconds(20), deltaCount: 500))
         defer { Task { await h.stub.stop() } }
         let recorder = Recorder()
-        let task = Task { () -> ClaudeError? in
-            do {
-                try await h.client.stream(userRequest()).relay { recorder.events.append($0) }
-                return nil
-            } catch {
-                return error as? ClaudeError
-            }
-        }
+        let task = h.consuming { try await h.client.stream(userRequest()).relay { recorder.events.append($0) } }
         try await Task.sleep(for: .milliseconds(200))
         h.http.shutdown()
         let error = await task.value
@@ -110,16 +95,9 @@ private final class Recorder: @unchecked Sendable {  // touched by one relay at 
 
     @Test("with three curl threads, 60 concurrent relays are byte-exact, each decoded on a curl thread, none left live")
     func severalCurlThreads() async throws {
-        let stub = ClaudeStub(configuration: .init(deltaInterval: .milliseconds(2)))
-        try await stub.start()
-        let http = HTTPClient(configuration: .init(connectTimeout: .seconds(5), threads: 3))
-        let client = ClaudeClient(
-            configuration: .init(apiKey: "sk-test", baseURL: stub.baseURL), httpClient: http,
-            logger: .init(label: "relay-tests"))
-        defer {
-            http.shutdown()
-            Task { await stub.stop() }
-        }
+        let h = try await StubHarness.start(stub: .init(deltaInterval: .milliseconds(2)), curlThreads: 3)
+        defer { Task { await h.shutdown() } }
+        let client = h.client
         let results = try await withThrowingTaskGroup(of: (String, String, Set<String>, Set<String>).self) { group in
             for index in 0..<60 {
                 group.addTask {
@@ -148,9 +126,8 @@ private final class Recorder: @unchecked Sendable {  // touched by one relay at 
         }
         // The transfers went to the three loops in turn.
         #expect(Set(results.flatMap(\.3)).count == 3)
-        #expect(http.configuration.threads == 3)
-        let h = StubHarness(stub: stub, client: client, http: http)
-        #expect(await h.eventually { http.liveTransferCount == 0 })
+        #expect(h.http.configuration.threads == 3)
+        #expect(await h.eventually { h.http.liveTransferCount == 0 })
     }
 }
 

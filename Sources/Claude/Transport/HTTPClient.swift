@@ -70,7 +70,7 @@ public final class HTTPClient: Sendable {
     public let configuration: Configuration
     private let loops: [CurlLoop]
     /// The loop the next transfer goes to, modulo `loops.count`.
-    private let nextLoop = Atomic<Int>(0)
+    private let nextLoop = Atomic<UInt>(0)
 
     /// Creates a client and starts its curl threads.
     public init(configuration: Configuration = .init()) {
@@ -94,7 +94,7 @@ public final class HTTPClient: Sendable {
     ///
     /// - Throws: ``HTTPClientError`` (connection, connect timeout, stall before headers, cancellation, shutdown).
     public func execute(_ request: HTTPRequest) async throws -> HTTPStreamingResponse {
-        let loop = loops.count == 1 ? loops[0] : loops[nextLoop.add(1, ordering: .relaxed).oldValue % loops.count]
+        let loop = loops[Int(nextLoop.add(1, ordering: .relaxed).oldValue % UInt(loops.count))]
         let transfer = Transfer(
             request: request,
             highWaterMark: configuration.highWaterMark,
