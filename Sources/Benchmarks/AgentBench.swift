@@ -8,7 +8,7 @@ struct AgentBench: AsyncParsableCommand {
         abstract: "Benchmarks of agent-service and its modules; each prints figures.",
         subcommands: [
             ServiceBenchmark.self, ClaudeBenchmark.self, StoreBenchmark.self, AuthBenchmark.self, FloodBenchmark.self, ResumeBenchmark.self, ToolsBenchmark.self,
-            StubCommand.self,
+            StubCommand.self, RelayFloorCommand.self,
         ]
     )
 }

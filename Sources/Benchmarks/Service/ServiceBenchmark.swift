@@ -65,7 +65,7 @@ struct ServiceBenchmark: AsyncParsableCommand {
 
     @Flag(
         help:
-            "After each level, run it again through nginx alone relaying the stub's own stream byte for byte (the physical-limit anchor), and report the service's cost as a ratio to it."
+            "After each level, run it again through nginx alone relaying the stub's own stream byte for byte (the physical-limit anchor) and through `relay-floor` (the same byte relay built from the service's stack: Hummingbird and libcurl), and report each cost as a ratio to nginx's."
     )
     var relayBaseline = false
 
@@ -201,7 +201,10 @@ struct ServiceBenchmark: AsyncParsableCommand {
                     })
                 if relayBaseline {
                     let anchor = try await runRelayBaseline(level, group: group, stub: stub)
+                    let floor = try await runRelayFloor(level, group: group, stub: stub)
                     anchorRows.append(serviceRow.line(level: level, name: "agent-service", anchor: anchor.cpuPerTurn))
+                    anchorRows.append(
+                        floor.line(level: level, name: "Hummingbird + libcurl → stub", anchor: anchor.cpuPerTurn))
                     anchorRows.append(anchor.line(level: level, name: "nginx → stub", anchor: anchor.cpuPerTurn))
                 } else {
                     anchorRows.append(serviceRow.line(level: level, name: "agent-service", anchor: nil))
@@ -316,6 +319,32 @@ extension ServiceBenchmark {
             await nginx.stop()
             throw error
         }
+    }
+}
+
+extension ServiceBenchmark {
+    /// The same level through `agent-bench relay-floor`: the byte relay built from the service's own stack
+    /// (Hummingbird, libcurl, one hop per chunk), with the service's allocator. Between nginx and the service: what
+    /// the stack costs before any of the service's own work.
+    fileprivate func runRelayFloor(_ level: Int, group: MultiThreadedEventLoopGroup, stub: ChildProcess)
+        async throws -> AnchorRow
+    {
+        let mimalloc = "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2"
+        let relay = try await ChildProcess.start(
+            executable: benchBinary ?? CommandLine.arguments[0],
+            arguments: ["relay-floor", "--upstream-port", "\(stub.port)"],
+            environment: FileManager.default.fileExists(atPath: mimalloc) ? ["LD_PRELOAD": mimalloc] : [:],
+            readyPattern: #"relay listening on (\d+)"#)
+        defer { relay.terminate() }
+        _ = try await runLevel(min(20, level), group: group, ports: [relay.port], wire: .claude)
+        let stats = ProcessStats(pid: relay.pid)
+        let before = stats.cpuSeconds()
+        let results = try await runLevel(level, group: group, ports: [relay.port], wire: .claude)
+        let cpu = stats.cpuSeconds() - before
+        let completed = Double(results.filter(\.done).count)
+        return AnchorRow(
+            results: results, cpuPerTurn: completed > 0 ? cpu / completed * 1_000 : .nan, postgresPerTurn: nil,
+            statements: nil)
     }
 }
 
