@@ -19,10 +19,28 @@ private final class Recorder: @unchecked Sendable {  // touched by one relay at 
     var events: [MessageStreamEvent] = []
     var threads: [String] = []
     var threadIDs: [String] = []
+
+    /// The events of the first chunk go to `deliver` where the caller runs; from the next chunk on, every event is
+    /// delivered in the curl thread's write callback. So the threads are some pool threads, then only the curl thread.
+    var curlDeliveries: Int? {
+        guard let first = threads.firstIndex(of: CurlThread.name),
+            threads[first...].allSatisfy({ $0 == CurlThread.name })
+        else { return nil }
+        return threads.count - first
+    }
+
+    /// The kernel ids of the threads that delivered on the curl thread.
+    var curlThreadIDs: Set<String> {
+        Set(zip(threads, threadIDs).filter { $0.0 == CurlThread.name }.map(\.1))
+    }
+}
+
+private enum CurlThread {
+    static let name = "curl-multi"
 }
 
 @Suite(.timeLimit(.minutes(2))) struct RelayTests {
-    @Test("relay hands over the same events as iterating, in order; after the first, on the curl thread")
+    @Test("relay hands over the same events as iterating, in order; after the first chunk, on the curl thread")
     func relayMatchesIteration() async throws {
         let h = try await StubHarness.start(stub: .init(deltaInterval: .milliseconds(2)))
         defer { Task { await h.shutdown() } }
@@ -39,8 +57,10 @@ private final class Recorder: @unchecked Sendable {  // touched by one relay at 
         #expect(recorder.events.textDeltaCount > 5)
         #expect(recorder.events.last == .messageStop)
         #expect(recorder.threads.count == recorder.events.count)
-        // The consumer is back on the pool afterwards, and it got there from the curl thread.
-        #expect(recorder.threads.dropFirst().allSatisfy { $0 == "curl-multi" }, "\(Set(recorder.threads))")
+        // The deltas after the first chunk were delivered by the curl thread that read them.
+        let onCurl = recorder.curlDeliveries
+        #expect(onCurl != nil, "\(recorder.threads)")
+        #expect((onCurl ?? 0) >= recorder.events.textDeltaCount / 2, "\(recorder.threads)")
         #expect(await h.eventually { h.http.liveTransferCount == 0 })
     }
 
@@ -60,6 +80,42 @@ private final class Recorder: @unchecked Sendable {  // touched by one relay at 
             try await h.client.stream(userRequest("one two three four")).relay { failed.events.append($0) }
         }
         #expect(failed.events.textDeltaCount == 2)
+    }
+
+    @Test(
+        "a pushed body that ends early is reported as iteration reports it, after the deltas before it, and frees the transfer",
+        arguments: [
+            (StubScenario.truncate(afterDeltas: 3), ClaudeError.Kind.truncated),
+            (.truncateByReset(afterDeltas: 3), .truncated), (.stall(afterDeltas: 3), .stalled),
+            (.midStreamError(afterDeltas: 3), .api),
+        ])
+    func relayEndsEarly(scenario: StubScenario, kind: ClaudeError.Kind) async throws {
+        let h = try await StubHarness.start(idleTimeout: .seconds(3))
+        defer { Task { await h.shutdown() } }
+        h.stub.enqueue(scenario)
+        let recorder = Recorder()
+        let task = h.consuming {
+            try await h.client.stream(userRequest("one two three four five six")).relay { recorder.events.append($0) }
+        }
+        let error = await task.value
+        #expect(error?.kind == kind)
+        #expect(error?.isRetryable == false, "content was delivered")
+        #expect(recorder.events.textDeltaCount == 3)
+        #expect(await h.eventually { h.http.liveTransferCount == 0 })
+    }
+
+    @Test("a relay returns at message_stop although the server holds the socket open")
+    func relayHoldOpen() async throws {
+        let h = try await StubHarness.start()
+        defer { Task { await h.shutdown() } }
+        h.stub.enqueue(.holdOpenAfterStop)
+        let recorder = Recorder()
+        let start = ContinuousClock.now
+        try await h.client.stream(userRequest("x y z")).relay { recorder.events.append($0) }
+        #expect(recorder.events.last == .messageStop)
+        // The held socket would keep the relay waiting until the 30 s idle timeout.
+        #expect(ContinuousClock.now - start < .seconds(10))
+        #expect(await h.eventually(.seconds(15)) { h.http.liveTransferCount == 0 && h.stub.activeStreams == 0 })
     }
 
     @Test("cancelling a relaying task ends it with a cancelled error and frees the transfer")
@@ -93,12 +149,12 @@ private final class Recorder: @unchecked Sendable {  // touched by one relay at 
         }
     }
 
-    @Test("with three curl threads, 60 concurrent relays are byte-exact, each decoded on a curl thread, none left live")
+    @Test("with three curl threads, 60 concurrent relays are byte-exact, each pushed by one curl thread, none left live")
     func severalCurlThreads() async throws {
         let h = try await StubHarness.start(stub: .init(deltaInterval: .milliseconds(2)), curlThreads: 3)
         defer { Task { await h.shutdown() } }
         let client = h.client
-        let results = try await withThrowingTaskGroup(of: (String, String, Set<String>, Set<String>).self) { group in
+        let results = try await withThrowingTaskGroup(of: (String, String, Int?, Set<String>).self) { group in
             for index in 0..<60 {
                 group.addTask {
                     let question = "stream \(index) héllo wörld 🎉"
@@ -108,20 +164,17 @@ private final class Recorder: @unchecked Sendable {  // touched by one relay at 
                         recorder.threads.append(currentThreadName())
                         recorder.threadIDs.append(currentThreadID())
                     }
-                    return (
-                        question, recorder.events.text, Set(recorder.threads.dropFirst()),
-                        Set(recorder.threadIDs.dropFirst())
-                    )
+                    return (question, recorder.events.text, recorder.curlDeliveries, recorder.curlThreadIDs)
                 }
             }
-            var all: [(String, String, Set<String>, Set<String>)] = []
+            var all: [(String, String, Int?, Set<String>)] = []
             for try await result in group { all.append(result) }
             return all
         }
         #expect(results.count == 60)
-        for (question, text, threads, ids) in results {
+        for (question, text, onCurl, ids) in results {
             #expect(text == "Echo (1 messages): \(question)")
-            #expect(threads == ["curl-multi"], "\(threads)")
+            #expect((onCurl ?? 0) > 0, "pool threads first, then only the curl thread")
             #expect(ids.count == 1, "one stream, one curl thread")
         }
         // The transfers went to the three loops in turn.

@@ -25,7 +25,7 @@ enum ServerSentEvents {
             buffer.writeStaticString("id: ")
             buffer.writeString(turnKey)
             buffer.writeInteger(UInt8(ascii: ":"))
-            buffer.writeString(String(end))
+            writeDecimal(end, into: &buffer)
             buffer.writeStaticString("\ndata: {\"chunk\":")
             writeJSONString(text, into: &buffer)
             buffer.writeStaticString("}\n\n")
@@ -91,48 +91,71 @@ enum ServerSentEvents {
         return String(buffer: buffer)
     }
 
-    /// Writes `text` as a JSON string literal (with quotes).
+    /// Writes `text` as a JSON string literal (with quotes): runs that need no escape are copied as they are, straight
+    /// into the buffer (a typical delta is one such run).
     static func writeJSONString(_ text: String, into buffer: inout ByteBuffer) {
         buffer.writeInteger(UInt8(ascii: "\""))
-        let hex: [UInt8] = Array("0123456789abcdef".utf8)
-        var utf8 = text.utf8.makeIterator()
-        var pending: [UInt8] = []
-        while let byte = utf8.next() {
-            switch byte {
-            case UInt8(ascii: "\""): pending.append(contentsOf: [0x5C, 0x22])
-            case UInt8(ascii: "\\"): pending.append(contentsOf: [0x5C, 0x5C])
-            case 0x0A: pending.append(contentsOf: [0x5C, UInt8(ascii: "n")])
-            case 0x0D: pending.append(contentsOf: [0x5C, UInt8(ascii: "r")])
-            case 0x09: pending.append(contentsOf: [0x5C, UInt8(ascii: "t")])
-            case 0x00..<0x20:
-                pending.append(contentsOf: [
-                    0x5C, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(byte >> 4)], hex[Int(byte & 0xF)],
-                ])
-            case 0xE2:
-                // U+2028 / U+2029 (E2 80 A8 / E2 80 A9) are legal JSON but break JavaScript line parsing.
-                guard let second = utf8.next() else {
-                    pending.append(byte)
-                    break
+        var text = text
+        text.withUTF8 { bytes in
+            var runStart = 0
+            var i = 0
+            let n = bytes.count
+            while i < n {
+                let byte = bytes[i]
+                let escape: StaticString  // empty: \u00XX
+                var width = 1
+                switch byte {
+                case UInt8(ascii: "\""): escape = "\\\""
+                case UInt8(ascii: "\\"): escape = "\\\\"
+                case 0x0A: escape = "\\n"
+                case 0x0D: escape = "\\r"
+                case 0x09: escape = "\\t"
+                case 0x00..<0x20: escape = ""
+                case 0xE2 where i + 2 < n && bytes[i + 1] == 0x80 && (bytes[i + 2] == 0xA8 || bytes[i + 2] == 0xA9):
+                    // U+2028 / U+2029 (E2 80 A8 / E2 80 A9) are legal JSON but break JavaScript line parsing.
+                    escape = bytes[i + 2] == 0xA8 ? "\\u2028" : "\\u2029"
+                    width = 3
+                default:
+                    i += 1
+                    continue
                 }
-                guard let third = utf8.next() else {
-                    pending.append(contentsOf: [byte, second])
-                    break
-                }
-                if second == 0x80 && (third == 0xA8 || third == 0xA9) {
-                    pending.append(
-                        contentsOf: Array("\\u202".utf8) + [third == 0xA8 ? UInt8(ascii: "8") : UInt8(ascii: "9")])
+                buffer.writeBytes(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(bytes)[runStart..<i]))
+                if escape.utf8CodeUnitCount > 0 {
+                    buffer.writeStaticString(escape)
                 } else {
-                    pending.append(contentsOf: [byte, second, third])
+                    buffer.writeStaticString("\\u00")
+                    buffer.writeInteger(hexDigit(byte >> 4))
+                    buffer.writeInteger(hexDigit(byte & 0xF))
                 }
-            default:
-                pending.append(byte)
+                i += width
+                runStart = i
             }
-            if pending.count >= 512 {
-                buffer.writeBytes(pending)
-                pending.removeAll(keepingCapacity: true)
-            }
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(bytes)[runStart..<n]))
         }
-        buffer.writeBytes(pending)
         buffer.writeInteger(UInt8(ascii: "\""))
+    }
+
+    private static func hexDigit(_ value: UInt8) -> UInt8 {
+        value < 10 ? 0x30 + value : 0x61 + value - 10
+    }
+
+    /// Writes a non-negative integer in decimal, without building a string.
+    static func writeDecimal(_ value: Int, into buffer: inout ByteBuffer) {
+        var value = UInt(max(0, value))
+        var count = 1
+        var rest = value / 10
+        while rest > 0 {
+            count += 1
+            rest /= 10
+        }
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { digits in
+            var index = count
+            repeat {
+                index -= 1
+                digits[index] = 0x30 + UInt8(value % 10)
+                value /= 10
+            } while index > 0
+            return count
+        }
     }
 }

@@ -37,17 +37,16 @@ public struct MessageStream: AsyncSequence, Sendable {
 
     /// Hands every event to `deliver`, in order, and returns after `message_stop`; failures throw as from `next()`.
     ///
-    /// Once the reply's content flows (after the first event: nothing is retried from then on), `deliver` runs on the
-    /// transport's own thread, where the bytes were read: an event then costs no hand-off between threads. So
-    /// `deliver` must be quick and must never block. The request, its retries and the wait for the first content
-    /// run where the caller runs.
-    public func relay(_ deliver: (MessageStreamEvent) -> Void) async throws(ClaudeError) {
+    /// Once the reply's content flows (after the first event: nothing is retried from then on), the transport pushes
+    /// the bytes it reads to the decoder, and `deliver` runs right there, on the transport's thread, in the callback
+    /// that read them: an event then costs no queue, no task to resume and no hand-off between threads. So `deliver`
+    /// must be quick and must never block. The request, its retries and the wait for the first content run where
+    /// the caller runs. `deliver` is never called after this returned.
+    public func relay(_ deliver: @escaping @Sendable (MessageStreamEvent) -> Void) async throws(ClaudeError) {
         var iterator = makeAsyncIterator()
         guard let first = try await iterator.next() else { return }
         deliver(first)
-        try await withTaskExecutorPreference(iterator.driver.executor) { () async throws(ClaudeError) in
-            while let event = try await iterator.next() { deliver(event) }
-        }
+        try await iterator.driver.pushRest(to: deliver)
     }
 }
 
@@ -76,9 +75,6 @@ final class StreamDriver: @unchecked Sendable {  // used only by the single task
     deinit {
         response?.cancel()
     }
-
-    /// The thread of the open response's transfer (nil when none is open).
-    var executor: (any TaskExecutor)? { response?.executor }
 
     func next() async throws(ClaudeError) -> MessageStreamEvent? {
         while true {
@@ -142,13 +138,99 @@ final class StreamDriver: @unchecked Sendable {  // used only by the single task
                 return
             }
             if finished {
-                // The reply is complete: stop delivering at once, but let the connection finish cleanly.
-                response?.discardRemainder(within: .seconds(1))
-                response = nil
-                iterator = nil
+                complete()
                 return
             }
         }
+    }
+
+    /// `relay` after its first event: delivers the events already decoded, then has the transport push the rest of
+    /// the body through the decoder into `deliver`, on its thread, until `message_stop`, a failure or cancellation.
+    /// Content has been delivered, so nothing is retried from here on.
+    func pushRest(to deliver: @escaping @Sendable (MessageStreamEvent) -> Void) async throws(ClaudeError) {
+        while readyIndex < ready.count {
+            deliver(ready[readyIndex])
+            readyIndex += 1
+        }
+        ready.removeAll(keepingCapacity: true)
+        readyIndex = 0
+        guard !finished, let response else { return }
+        let outcome = await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<ClaudeError?, Never>) in
+                // Both closures run on the curl thread, one at a time; `done` makes the outcome reported once.
+                var done = false
+                let end = { (failure: ClaudeError?) in
+                    done = true
+                    continuation.resume(returning: failure)
+                }
+                response.push(
+                    to: TransferSink(
+                        bytes: { bytes in
+                            guard !done else { return false }
+                            if let failure = self.decode(bytes, deliveringTo: deliver) {
+                                self.finished = true
+                                self.release()
+                                end(failure)
+                                return false
+                            }
+                            guard self.finished else { return true }
+                            self.complete()
+                            end(nil)
+                            return false
+                        },
+                        end: { error in
+                            guard !done else { return }
+                            end(self.pushEndFailure(error))
+                        }))
+            }
+        } onCancel: {
+            response.cancel()
+        }
+        if let outcome {
+            finished = true
+            release()
+            throw outcome
+        }
+    }
+
+    /// Feeds pushed bytes to the decoder and delivers each event as it is decoded; returns the failure that ends the
+    /// reply, if they hold one (`event: error`).
+    private func decode(_ bytes: UnsafeRawBufferPointer, deliveringTo deliver: (MessageStreamEvent) -> Void)
+        -> ClaudeError?
+    {
+        for event in decoder.feed(bytes) {
+            let failure = handle(event)
+            for decoded in ready { deliver(decoded) }
+            ready.removeAll(keepingCapacity: true)
+            if var failure {
+                failure.isRetryable = false
+                return failure
+            }
+            if finished { return nil }
+        }
+        return nil
+    }
+
+    /// What ends a pushed body that stopped before `message_stop`.
+    private func pushEndFailure(_ error: HTTPClientError?) -> ClaudeError {
+        var failure: ClaudeError
+        if let error {
+            failure = client.mapTransportError(error, attempts: attempts, afterHead: true, requestID: requestID)
+        } else {
+            decoder.finish()
+            failure = ClaudeError(
+                kind: .truncated, status: 200, message: "the stream ended before message_stop", requestID: requestID,
+                attempts: attempts)
+        }
+        failure.isRetryable = false
+        return failure
+    }
+
+    /// The reply is complete: stop delivering at once, but let the connection finish cleanly.
+    private func complete() {
+        response?.discardRemainder(within: .seconds(1))
+        response = nil
+        iterator = nil
     }
 
     /// Retries if nothing was delivered yet and the failure allows it; otherwise throws it.

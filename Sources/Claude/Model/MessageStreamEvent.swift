@@ -125,15 +125,49 @@ public struct MessageAccumulator: Sendable {
     public private(set) var requestID: String?
     /// Whether `message_stop` arrived: only then is the reply complete.
     public private(set) var sawMessageStop = false
-    private var textBlocks: Set<Int> = []
-    private var blocks: [Int: Partial] = [:]
-    private var order: [Int] = []
+    /// The blocks in the order they opened, each under its stream index. A delta nearly always goes to the last one,
+    /// which is looked at first; every delta is appended in place (amortized O(1), never a copy of the block).
+    private var blocks: [(index: Int, partial: Partial)] = []
+    private var hasTextBlock = false
 
     private enum Partial: Sendable {
         case text(String)
         case thinking(String, signature: String)
         case redactedThinking(String)
         case toolUse(id: String, name: String, input: String)
+        /// Held for the moment a payload is being appended to, so the payload stays uniquely referenced.
+        case moving
+
+        /// Appends to the text of a text block; `false` (and no change) if the block is of another kind. Like the
+        /// others below, it moves the payload out first, so the append happens in place.
+        mutating func append(text delta: String) -> Bool {
+            guard case .text(var t) = self else { return false }
+            self = .moving
+            t += delta
+            self = .text(t)
+            return true
+        }
+
+        mutating func append(thinking delta: String) {
+            guard case .thinking(var t, let signature) = self else { return }
+            self = .moving
+            t += delta
+            self = .thinking(t, signature: signature)
+        }
+
+        mutating func append(signature delta: String) {
+            guard case .thinking(let t, var signature) = self else { return }
+            self = .moving
+            signature += delta
+            self = .thinking(t, signature: signature)
+        }
+
+        mutating func append(input fragment: String) {
+            guard case .toolUse(let id, let name, var input) = self else { return }
+            self = .moving
+            input += fragment
+            self = .toolUse(id: id, name: name, input: input)
+        }
     }
 
     /// Creates an empty accumulator.
@@ -149,7 +183,7 @@ public struct MessageAccumulator: Sendable {
             usage = start.usage
         case .contentBlockStart(let index, let type):
             if type == "text" {
-                textBlocks.insert(index)
+                hasTextBlock = true
                 open(index, .text(""))
             } else if type == "thinking" {
                 open(index, .thinking("", signature: ""))
@@ -159,27 +193,25 @@ public struct MessageAccumulator: Sendable {
         case .redactedThinking(let index, let data):
             open(index, .redactedThinking(data))
         case .textDelta(let index, let delta):
-            if textBlocks.contains(index) || textBlocks.isEmpty {
-                text += delta
-                if case .text(let t)? = blocks[index] {
-                    blocks[index] = .text(t + delta)
-                } else if blocks[index] == nil {
-                    textBlocks.insert(index)
-                    open(index, .text(delta))
+            if let position = position(of: index) {
+                // A text delta counts only for a text block (or before any text block opened: see below).
+                if blocks[position].partial.append(text: delta) {
+                    text += delta
+                } else if !hasTextBlock {
+                    text += delta
                 }
+            } else if !hasTextBlock {
+                // A delta for a block that never started: taken as text (lenient, as the API never does this).
+                text += delta
+                hasTextBlock = true
+                open(index, .text(delta))
             }
         case .inputJSONDelta(let index, let fragment):
-            if case .toolUse(let id, let name, let input)? = blocks[index] {
-                blocks[index] = .toolUse(id: id, name: name, input: input + fragment)
-            }
+            if let position = position(of: index) { blocks[position].partial.append(input: fragment) }
         case .thinkingDelta(let index, let delta):
-            if case .thinking(let t, let signature)? = blocks[index] {
-                blocks[index] = .thinking(t + delta, signature: signature)
-            }
+            if let position = position(of: index) { blocks[position].partial.append(thinking: delta) }
         case .signatureDelta(let index, let delta):
-            if case .thinking(let t, let signature)? = blocks[index] {
-                blocks[index] = .thinking(t, signature: signature + delta)
-            }
+            if let position = position(of: index) { blocks[position].partial.append(signature: delta) }
         case .messageDelta(let reason, let sequence, let newUsage):
             stopReason = reason
             stopSequence = sequence
@@ -191,30 +223,40 @@ public struct MessageAccumulator: Sendable {
         }
     }
 
+    /// Where the block with stream index `index` is in `blocks`: the last one in the usual case.
+    private func position(of index: Int) -> Int? {
+        if let last = blocks.indices.last, blocks[last].index == index { return last }
+        return blocks.lastIndex { $0.index == index }
+    }
+
     private mutating func open(_ index: Int, _ block: Partial) {
-        if blocks[index] == nil { order.append(index) }
-        blocks[index] = block
+        if let position = position(of: index) {
+            blocks[position].partial = block
+        } else {
+            blocks.append((index, block))
+        }
     }
 
     /// The reply's blocks in order, as they are stored and sent back: text, thinking (with its signature),
     /// redacted thinking and tool calls (inputs in canonical form; one that is not a JSON object becomes `{}`).
     /// Empty text blocks are left out.
     public var contentBlocks: [ContentBlock] {
-        order.compactMap { index -> ContentBlock? in
-            switch blocks[index]! {
+        blocks.compactMap { block -> ContentBlock? in
+            switch block.partial {
             case .text(let t): return t.isEmpty ? nil : .text(TextBlock(t))
             case .thinking(let t, let signature): return .thinking(ThinkingBlock(thinking: t, signature: signature))
             case .redactedThinking(let data): return .redactedThinking(data: data)
             case .toolUse(let id, let name, let input):
                 return .toolUse(ToolUseBlock(id: id, name: name, input: Self.parseInput(input).value))
+            case .moving: return nil
             }
         }
     }
 
     /// The tool calls of the reply, in order.
     public var toolCalls: [ToolCall] {
-        order.compactMap { index -> ToolCall? in
-            guard case .toolUse(let id, let name, let input)? = blocks[index] else { return nil }
+        blocks.compactMap { block -> ToolCall? in
+            guard case .toolUse(let id, let name, let input) = block.partial else { return nil }
             let parsed = Self.parseInput(input)
             return ToolCall(
                 block: ToolUseBlock(id: id, name: name, input: parsed.value), inputText: input, inputError: parsed.error)
@@ -223,8 +265,8 @@ public struct MessageAccumulator: Sendable {
 
     /// The thinking text of the reply so far (all thinking blocks).
     public var thinkingText: String {
-        order.compactMap { index -> String? in
-            if case .thinking(let t, _)? = blocks[index] { return t }
+        blocks.compactMap { block -> String? in
+            if case .thinking(let t, _) = block.partial { return t }
             return nil
         }.joined()
     }

@@ -17,12 +17,16 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
         case cancel(Transfer)
         case resume(Transfer)
         case discard(Transfer, within: Duration)
+        case push(Transfer, TransferSink)
+
+        var isPush: Bool {
+            if case .push = self { return true }
+            return false
+        }
     }
 
     struct Control {
         var commands: [Command] = []
-        /// Jobs of tasks that prefer this loop as their executor (see `TaskExecutor` below), oldest first.
-        var jobs: [UnownedJob] = []
         var running = true
         var stopping = false
     }
@@ -44,8 +48,6 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
     let openSockets = Atomic<Int>(0)
     let pauses = Atomic<Int>(0)
     private let exited = DispatchSemaphore(value: 0)
-    /// The loop thread's `pthread_self()`, once it runs (0 before).
-    private let loopThread = Atomic<UInt>(0)
     /// The epoll set holding curl's sockets and `wakeFD`; closed by the loop thread after `curl_multi_cleanup`.
     private let epollFD: Int32
     /// An eventfd written by `enqueue`/`stop`; closed by the loop thread once `running` is false.
@@ -117,7 +119,9 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
     /// Enqueues a command and wakes the loop. After shutdown, an `add` fails at once.
     func enqueue(_ command: Command) {
         let accepted = control.withLock { c -> Bool in
-            guard c.running, !c.stopping else { return false }
+            // A sink is taken until the loop has exited (it then gets its transfer's end there), so only the loop
+            // thread ever installs one.
+            guard c.running, !c.stopping || command.isPush else { return false }
             c.commands.append(command)
             wake()
             return true
@@ -126,6 +130,8 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
             switch command {
             case .add(let t), .cancel(let t):
                 t.finish(HTTPClientError(kind: .shutdown, message: "the HTTP client was shut down"))
+            case .push(let t, let sink):
+                _ = t.startPushing(sink)  // the loop has exited, ending the transfer: the sink gets that end
             case .resume, .discard:
                 break
             }
@@ -173,30 +179,25 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
     }
 
     private func run() {
-        loopThread.store(UInt(pthread_self()), ordering: .relaxed)
         Self.nameCurrentThread(Self.threadName)
         var lastWatchdog = ContinuousClock.now
         let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: Int(Self.maxEvents))
         defer { events.deallocate() }
         var running: Int32 = 0
         while true {
-            let (commands, jobs, stopping) = control.withLock { c in
-                defer {
-                    c.commands.removeAll(keepingCapacity: true)
-                    c.jobs.removeAll(keepingCapacity: true)
-                }
-                return (c.commands, c.jobs, c.stopping)
+            let (commands, stopping) = control.withLock { c in
+                defer { c.commands.removeAll(keepingCapacity: true) }
+                return (c.commands, c.stopping)
             }
             for command in commands { handle(command) }
-            run(jobs)
             if stopping { break }
 
             // Wait for ready sockets, a command, curl's timer or the watchdog tick, whichever comes first; not at
-            // all when a job queued itself meanwhile (from this thread, which does not write the eventfd).
+            // all when a command was queued meanwhile (a pushed body's consumer queues one from this thread).
             var now = ContinuousClock.now
             var wait = max(.zero, lastWatchdog + Self.watchdogInterval - now)
             if let deadline = timerDeadline { wait = min(wait, max(.zero, deadline - now)) }
-            if control.withLock({ !$0.jobs.isEmpty || !$0.commands.isEmpty }) { wait = .zero }
+            if control.withLock({ !$0.commands.isEmpty }) { wait = .zero }
             let ready = epoll_wait(epollFD, events, Self.maxEvents, Int32(Self.millisecondsRoundingUp(wait)))
             for i in 0..<Int(max(0, ready)) {
                 let fd = events[i].data.fd
@@ -218,11 +219,6 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
                 curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running)
             }
             collectCompleted()
-            // The tasks these sockets' bytes resumed run now, before the next wait.
-            run(control.withLock { c in
-                defer { c.jobs.removeAll(keepingCapacity: true) }
-                return c.jobs
-            })
             now = ContinuousClock.now
             if now - lastWatchdog >= Self.watchdogInterval {
                 lastWatchdog = now
@@ -232,27 +228,19 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
         for transfer in Array(transfers.values) {
             remove(transfer, error: HTTPClientError(kind: .shutdown, message: "the HTTP client was shut down"))
         }
-        let (pending, jobs) = control.withLock { c in
+        let pending = control.withLock { c in
             c.running = false
-            defer {
-                c.commands.removeAll()
-                c.jobs.removeAll()
-            }
-            return (c.commands, c.jobs)
+            defer { c.commands.removeAll() }
+            return c.commands
         }
         for case .add(let t) in pending {
             t.finish(HTTPClientError(kind: .shutdown, message: "the HTTP client was shut down"))
         }
-        // Tasks still preferring this loop go on on the global executor (and so do any queued later: `enqueue`).
-        for job in jobs { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
+        for case .push(let t, let sink) in pending { _ = t.startPushing(sink) }
         curl_multi_cleanup(multi)  // may still call the socket callback, so the epoll set is closed after it
         close(wakeFD)  // nobody writes to it any more: `running` is false under the lock
         close(epollFD)
         exited.signal()
-    }
-
-    private func run(_ jobs: [UnownedJob]) {
-        for job in jobs { job.runSynchronously(on: asUnownedTaskExecutor()) }
     }
 
     private func handle(_ command: Command) {
@@ -278,6 +266,8 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
             transfer.markResumed()
             transfer.lastActivity = .now
             curl_easy_pause(easy, CURLPAUSE_CONT)
+        case .push(let transfer, let sink):
+            if transfer.startPushing(sink) { handle(.resume(transfer)) }
         }
     }
 
@@ -450,24 +440,5 @@ final class CurlLoop: @unchecked Sendable {  // `multi` and `transfers` are conf
 
     static func milliseconds(_ d: Duration) -> Int {
         Int(d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000)
-    }
-}
-
-/// The loop as a task executor: a task that prefers it runs on the curl thread, between the loop's rounds.
-///
-/// A streamed reply's consumer prefers it once content flows (`MessageStream.relay`): the bytes a socket delivered
-/// resume the consumer on the thread that read them, which decodes and relays them at once, instead of waking a
-/// pool thread for every delta. Such jobs must be quick and never block: they delay every transfer's I/O.
-extension CurlLoop: TaskExecutor {
-    func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
-        let onLoopThread = pthread_self() == loopThread.load(ordering: .relaxed)
-        let accepted = control.withLock { c -> Bool in
-            guard c.running else { return false }
-            c.jobs.append(job)
-            if !onLoopThread { wake() }
-            return true
-        }
-        if !accepted { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
     }
 }

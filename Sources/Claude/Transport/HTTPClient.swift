@@ -173,9 +173,16 @@ public struct HTTPStreamingResponse: Sendable, AsyncSequence {
         AsyncIterator(owner: owner)
     }
 
-    /// The thread of this response's transfer as a task executor, for a consumer that handles the bytes where they
-    /// arrive; nil once the client is gone.
-    var executor: (any TaskExecutor)? { owner.transfer.loop }
+    /// Has the rest of the body pushed to `sink` on the transfer's thread, instead of iterated: the chunks received
+    /// so far first, then each in the write callback that read it, until the transfer ends (`sink.end`) or
+    /// `sink.bytes` returns false. Use it instead of iterating, not besides.
+    func push(to sink: TransferSink) {
+        if let loop = owner.transfer.loop {
+            loop.enqueue(.push(owner.transfer, sink))
+        } else {
+            _ = owner.transfer.startPushing(sink)  // the client is gone, and with it the transfer
+        }
+    }
 
     /// Stops the transfer now; the curl thread removes it and releases its connection.
     public func cancel() {

@@ -7,8 +7,25 @@ struct ResponseHead: Sendable {
     var headers: HTTPHeaders
 }
 
+/// Where a transfer's body goes once its consumer asked for it to be pushed (`HTTPStreamingResponse.push`): both
+/// closures run on the curl thread, in the write callback and when the transfer ends.
+final class TransferSink: @unchecked Sendable {  // created by the consumer, then used only on the curl thread
+    /// Takes the next bytes; returns false once the consumer wants no more (it then discards or cancels the rest).
+    let bytes: (UnsafeRawBufferPointer) -> Bool
+    /// The transfer ended: `nil` cleanly, else the failure. Not called after `bytes` returned false.
+    let end: (HTTPClientError?) -> Void
+
+    init(bytes: @escaping (UnsafeRawBufferPointer) -> Bool, end: @escaping (HTTPClientError?) -> Void) {
+        self.bytes = bytes
+        self.end = end
+    }
+}
+
 /// One HTTP exchange: the part shared between the curl thread and the consumer lives in `shared` (a `Mutex`);
 /// the easy handle and its buffers are touched only on the curl thread.
+///
+/// The consumer pulls the body (`nextChunk`), or has it pushed (`startPushing`): then every chunk goes to its sink in
+/// the write callback itself, with no queue, no pause and no task to resume.
 final class Transfer: @unchecked Sendable {  // curl-thread fields are confined to the CurlLoop thread
     struct Shared {
         var head: ResponseHead?
@@ -39,6 +56,8 @@ final class Transfer: @unchecked Sendable {  // curl-thread fields are confined 
     var curlPaused = false
     var discardDeadline: ContinuousClock.Instant?
     var headPublished = false
+    /// Set while the body is pushed (curl thread only).
+    var sink: TransferSink?
     let errorBuffer: UnsafeMutablePointer<CChar> = {
         let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
         buffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
@@ -159,6 +178,10 @@ final class Transfer: @unchecked Sendable {  // curl-thread fields are confined 
     /// Accepts body bytes from the write callback; returns `false` when the transfer should pause instead.
     func deliver(_ bytes: UnsafeRawBufferPointer) -> Bool {
         if !headPublished { publishHeadIfNeeded() }
+        if let sink {
+            if !sink.bytes(bytes) { self.sink = nil }
+            return true
+        }
         enum Outcome {
             case handOver(CheckedContinuation<[UInt8]?, any Error>)
             case buffered, discarded, pause
@@ -238,6 +261,32 @@ final class Transfer: @unchecked Sendable {  // curl-thread fields are confined 
         } else {
             waiter?.resume(returning: nil)
         }
+        if let sink {
+            self.sink = nil
+            sink.end(error)
+        }
+    }
+
+    /// Hands the chunks received so far, and then every later one, to `sink`: called on the curl thread (or once the
+    /// loop is gone, when nothing runs there any more). Returns whether the transfer is paused and must be resumed.
+    func startPushing(_ sink: TransferSink) -> Bool {
+        let (pending, end, paused) = shared.withLock { s -> ([[UInt8]], HTTPClientError??, Bool) in
+            defer {
+                s.chunks.removeAll()
+                s.chunkIndex = 0
+                s.bufferedBytes = 0
+            }
+            return (Array(s.chunks[s.chunkIndex...]), s.end, s.paused)
+        }
+        for chunk in pending {
+            guard chunk.withUnsafeBytes(sink.bytes) else { return false }
+        }
+        if case .some(let end) = end {
+            sink.end(end)
+            return false
+        }
+        self.sink = sink
+        return paused
     }
 
     /// Called on the curl thread when a resume command arrives.
