@@ -19,28 +19,10 @@ private final class Recorder: @unchecked Sendable {  // touched by one relay at 
     var events: [MessageStreamEvent] = []
     var threads: [String] = []
     var threadIDs: [String] = []
-
-    /// The events of the first chunk go to `deliver` where the caller runs; from the next chunk on, every event is
-    /// delivered in the curl thread's write callback. So the threads are some pool threads, then only the curl thread.
-    var curlDeliveries: Int? {
-        guard let first = threads.firstIndex(of: CurlThread.name),
-            threads[first...].allSatisfy({ $0 == CurlThread.name })
-        else { return nil }
-        return threads.count - first
-    }
-
-    /// The kernel ids of the threads that delivered on the curl thread.
-    var curlThreadIDs: Set<String> {
-        Set(zip(threads, threadIDs).filter { $0.0 == CurlThread.name }.map(\.1))
-    }
-}
-
-private enum CurlThread {
-    static let name = "curl-multi"
 }
 
 @Suite(.timeLimit(.minutes(2))) struct RelayTests {
-    @Test("relay hands over the same events as iterating, in order; after the first chunk, on the curl thread")
+    @Test("relay hands over the same events as iterating, in order, each on the curl thread that read it")
     func relayMatchesIteration() async throws {
         let h = try await StubHarness.start(stub: .init(deltaInterval: .milliseconds(2)))
         defer { Task { await h.shutdown() } }
@@ -57,10 +39,9 @@ private enum CurlThread {
         #expect(recorder.events.textDeltaCount > 5)
         #expect(recorder.events.last == .messageStop)
         #expect(recorder.threads.count == recorder.events.count)
-        // The deltas after the first chunk were delivered by the curl thread that read them.
-        let onCurl = recorder.curlDeliveries
-        #expect(onCurl != nil, "\(recorder.threads)")
-        #expect((onCurl ?? 0) >= recorder.events.textDeltaCount / 2, "\(recorder.threads)")
+        // Every event, the first ones held back until the first content included, was delivered in the write
+        // callback that read it: none waited for a pool thread.
+        #expect(recorder.threads.allSatisfy { $0 == "curl-multi" }, "\(Set(recorder.threads))")
         #expect(await h.eventually { h.http.liveTransferCount == 0 })
     }
 
@@ -80,6 +61,23 @@ private enum CurlThread {
             try await h.client.stream(userRequest("one two three four")).relay { failed.events.append($0) }
         }
         #expect(failed.events.textDeltaCount == 2)
+    }
+
+    @Test(
+        "a pushed body that fails before its first content is retried invisibly: one message_start, attempts 2",
+        arguments: [
+            StubScenario.truncate(afterDeltas: 0), .truncateByReset(afterDeltas: 0), .midStreamError(afterDeltas: 0),
+        ])
+    func relayRetriesBeforeContent(scenario: StubScenario) async throws {
+        let h = try await StubHarness.start()
+        defer { Task { await h.shutdown() } }
+        h.stub.enqueue(scenario)
+        let recorder = Recorder()
+        try await h.client.stream(userRequest("a b c")).relay { recorder.events.append($0) }
+        #expect(recorder.events.text == "Echo (1 messages): a b c")
+        #expect(recorder.events.messageStarts.map(\.attempts) == [2])
+        #expect(h.stub.receivedRequests.count == 2)
+        #expect(await h.eventually { h.http.liveTransferCount == 0 })
     }
 
     @Test(
@@ -154,7 +152,7 @@ private enum CurlThread {
         let h = try await StubHarness.start(stub: .init(deltaInterval: .milliseconds(2)), curlThreads: 3)
         defer { Task { await h.shutdown() } }
         let client = h.client
-        let results = try await withThrowingTaskGroup(of: (String, String, Int?, Set<String>).self) { group in
+        let results = try await withThrowingTaskGroup(of: (String, String, Set<String>, Set<String>).self) { group in
             for index in 0..<60 {
                 group.addTask {
                     let question = "stream \(index) héllo wörld 🎉"
@@ -164,17 +162,17 @@ private enum CurlThread {
                         recorder.threads.append(currentThreadName())
                         recorder.threadIDs.append(currentThreadID())
                     }
-                    return (question, recorder.events.text, recorder.curlDeliveries, recorder.curlThreadIDs)
+                    return (question, recorder.events.text, Set(recorder.threads), Set(recorder.threadIDs))
                 }
             }
-            var all: [(String, String, Int?, Set<String>)] = []
+            var all: [(String, String, Set<String>, Set<String>)] = []
             for try await result in group { all.append(result) }
             return all
         }
         #expect(results.count == 60)
-        for (question, text, onCurl, ids) in results {
+        for (question, text, threads, ids) in results {
             #expect(text == "Echo (1 messages): \(question)")
-            #expect((onCurl ?? 0) > 0, "pool threads first, then only the curl thread")
+            #expect(threads == ["curl-multi"], "\(threads)")
             #expect(ids.count == 1, "one stream, one curl thread")
         }
         // The transfers went to the three loops in turn.

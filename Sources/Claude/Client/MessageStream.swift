@@ -35,18 +35,16 @@ public struct MessageStream: AsyncSequence, Sendable {
         AsyncIterator(driver: StreamDriver(client: client, request: request))
     }
 
-    /// Hands every event to `deliver`, in order, and returns after `message_stop`; failures throw as from `next()`.
+    /// Hands every event to `deliver`, in order, and returns after `message_stop`; failures throw as from `next()`,
+    /// and the same failures are retried (those before any content event was delivered).
     ///
-    /// Once the reply's content flows (after the first event: nothing is retried from then on), the transport pushes
-    /// the bytes it reads to the decoder, and `deliver` runs right there, on the transport's thread, in the callback
-    /// that read them: an event then costs no queue, no task to resume and no hand-off between threads. So `deliver`
-    /// must be quick and must never block. The request, its retries and the wait for the first content run where
-    /// the caller runs. `deliver` is never called after this returned.
+    /// Once a response's status and headers are in, the transport pushes the bytes it reads to the decoder, and
+    /// `deliver` runs right there, on the transport's thread, in the callback that read them: an event costs no queue,
+    /// no task to resume and no hand-off between threads, and the first content is not held up by a busy task pool.
+    /// So `deliver` must be quick and must never block. The request, its retries and their back-off run where the
+    /// caller runs. `deliver` is never called after this returned.
     public func relay(_ deliver: @escaping @Sendable (MessageStreamEvent) -> Void) async throws(ClaudeError) {
-        var iterator = makeAsyncIterator()
-        guard let first = try await iterator.next() else { return }
-        deliver(first)
-        try await iterator.driver.pushRest(to: deliver)
+        try await StreamDriver(client: client, request: request).relay(to: deliver)
     }
 }
 
@@ -98,18 +96,21 @@ final class StreamDriver: @unchecked Sendable {  // used only by the single task
         }
     }
 
+    /// Opens the next attempt's response (the client retries what fails before its headers).
+    private func open() async throws(ClaudeError) -> HTTPStreamingResponse {
+        if body == nil { body = try request.normalized().jsonBody(stream: true) }
+        let opened = try await client.open(body: body!, stream: true, attempts: &attempts)
+        response = opened
+        requestID = opened.headers["request-id"]
+        decoder = SSEDecoder()
+        held.removeAll()
+        usage = Usage()
+        return opened
+    }
+
     /// Opens a response if needed, then reads one chunk and turns it into events.
     private func step() async throws(ClaudeError) {
-        if iterator == nil {
-            if body == nil { body = try request.normalized().jsonBody(stream: true) }
-            let opened = try await client.open(body: body!, stream: true, attempts: &attempts)
-            response = opened
-            iterator = opened.makeAsyncIterator()
-            requestID = opened.headers["request-id"]
-            decoder = SSEDecoder()
-            held.removeAll()
-            usage = Usage()
-        }
+        if iterator == nil { iterator = try await open().makeAsyncIterator() }
         let chunk: [UInt8]?
         do {
             chunk = try await iterator!.next()
@@ -144,18 +145,26 @@ final class StreamDriver: @unchecked Sendable {  // used only by the single task
         }
     }
 
-    /// `relay` after its first event: delivers the events already decoded, then has the transport push the rest of
-    /// the body through the decoder into `deliver`, on its thread, until `message_stop`, a failure or cancellation.
-    /// Content has been delivered, so nothing is retried from here on.
-    func pushRest(to deliver: @escaping @Sendable (MessageStreamEvent) -> Void) async throws(ClaudeError) {
-        while readyIndex < ready.count {
-            deliver(ready[readyIndex])
-            readyIndex += 1
+    /// `MessageStream.relay`: each attempt's body is pushed through the decoder into `deliver` on the transport's
+    /// thread, until `message_stop`; a failed attempt is retried as in `next()` while no content was delivered.
+    func relay(to deliver: @escaping @Sendable (MessageStreamEvent) -> Void) async throws(ClaudeError) {
+        while true {
+            let response = try await open()
+            guard let failure = await push(response, to: deliver) else { return }
+            do {
+                try await failAttempt(failure)
+            } catch {
+                finished = true
+                throw error
+            }
         }
-        ready.removeAll(keepingCapacity: true)
-        readyIndex = 0
-        guard !finished, let response else { return }
-        let outcome = await withTaskCancellationHandler {
+    }
+
+    /// Pushes one attempt's body: nil once `message_stop` was delivered, else what ended the attempt.
+    private func push(_ response: HTTPStreamingResponse, to deliver: @escaping @Sendable (MessageStreamEvent) -> Void)
+        async -> ClaudeError?
+    {
+        await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<ClaudeError?, Never>) in
                 // Both closures run on the curl thread, one at a time; `done` makes the outcome reported once.
                 var done = false
@@ -168,7 +177,6 @@ final class StreamDriver: @unchecked Sendable {  // used only by the single task
                         bytes: { bytes in
                             guard !done else { return false }
                             if let failure = self.decode(bytes, deliveringTo: deliver) {
-                                self.finished = true
                                 self.release()
                                 end(failure)
                                 return false
@@ -180,21 +188,17 @@ final class StreamDriver: @unchecked Sendable {  // used only by the single task
                         },
                         end: { error in
                             guard !done else { return }
-                            end(self.pushEndFailure(error))
+                            end(self.endFailure(error))
                         }))
             }
         } onCancel: {
             response.cancel()
         }
-        if let outcome {
-            finished = true
-            release()
-            throw outcome
-        }
     }
 
-    /// Feeds pushed bytes to the decoder and delivers each event as it is decoded; returns the failure that ends the
-    /// reply, if they hold one (`event: error`).
+    /// Feeds pushed bytes to the decoder and delivers each event as `next()` would return it (the events before the
+    /// first content are held back until it comes); returns the failure that ends the attempt, if the bytes hold one
+    /// (`event: error`).
     private func decode(_ bytes: UnsafeRawBufferPointer, deliveringTo deliver: (MessageStreamEvent) -> Void)
         -> ClaudeError?
     {
@@ -202,28 +206,21 @@ final class StreamDriver: @unchecked Sendable {  // used only by the single task
             let failure = handle(event)
             for decoded in ready { deliver(decoded) }
             ready.removeAll(keepingCapacity: true)
-            if var failure {
-                failure.isRetryable = false
-                return failure
-            }
+            if let failure { return failure }
             if finished { return nil }
         }
         return nil
     }
 
-    /// What ends a pushed body that stopped before `message_stop`.
-    private func pushEndFailure(_ error: HTTPClientError?) -> ClaudeError {
-        var failure: ClaudeError
-        if let error {
-            failure = client.mapTransportError(error, attempts: attempts, afterHead: true, requestID: requestID)
-        } else {
+    /// What ends a pushed body that stopped before `message_stop` (the same as in `step()`).
+    private func endFailure(_ error: HTTPClientError?) -> ClaudeError {
+        guard let error else {
             decoder.finish()
-            failure = ClaudeError(
+            return ClaudeError(
                 kind: .truncated, status: 200, message: "the stream ended before message_stop", requestID: requestID,
-                attempts: attempts)
+                isRetryable: true, attempts: attempts)
         }
-        failure.isRetryable = false
-        return failure
+        return client.mapTransportError(error, attempts: attempts, afterHead: true, requestID: requestID)
     }
 
     /// The reply is complete: stop delivering at once, but let the connection finish cleanly.
