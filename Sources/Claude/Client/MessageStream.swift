@@ -48,8 +48,8 @@ public struct MessageStream: AsyncSequence, Sendable {
     }
 }
 
-/// The pull-driven state of one streamed request.
-final class StreamDriver: @unchecked Sendable {  // used only by the single task iterating its MessageStream
+/// The state of one streamed request: pulled by its iterator (`next()`), or pushed by the transport (`relay(to:)`).
+final class StreamDriver: @unchecked Sendable {  // used by one thread at a time: the task, or the curl thread pushing
     let client: ClaudeClient
     let request: MessagesRequest
     private var body: [UInt8]?
@@ -151,12 +151,7 @@ final class StreamDriver: @unchecked Sendable {  // used only by the single task
         while true {
             let response = try await open()
             guard let failure = await push(response, to: deliver) else { return }
-            do {
-                try await failAttempt(failure)
-            } catch {
-                finished = true
-                throw error
-            }
+            try await failAttempt(failure)
         }
     }
 
