@@ -190,6 +190,7 @@ struct PrivateCluster {
         cleanUpOffPool {
             try? postgres.stop(immediate: true)
             try? FileManager.default.removeItem(at: postgres.directory)
+            try? FileManager.default.removeItem(atPath: postgres.directory.path + ".lock")
         }
     }
 }
@@ -203,6 +204,7 @@ struct StalledShutdownTests {
         let stub = ClaudeStub(logger: .quiet)
         try await stub.start(host: "127.0.0.1", port: 0)
         let spool = FileManager.default.temporaryDirectory.appendingPathComponent("agent-spool-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: spool) }
         let environment = [
             "DATABASE_URL": cluster.conninfo, "ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": stub.baseURL,
             "SPOOL_DIR": spool.path, "PORT": "0", "LOG_LEVEL": "notice", "SHUTDOWN_GRACE_SECONDS": "2",
