@@ -65,7 +65,7 @@ struct ServiceBenchmark: AsyncParsableCommand {
 
     @Flag(
         help:
-            "After each level, run it again through nginx alone relaying the stub's own stream byte for byte (the physical-limit anchor) and through `relay-floor` (the same byte relay built from the service's stack: Hummingbird and libcurl), and report each cost as a ratio to nginx's."
+            "After each level, run it again through nginx alone relaying the stub's own stream byte for byte (the physical-limit anchor), and through `relay-floor`: the same byte relay built from the service's stack (Hummingbird and libcurl), without and with the service's two durable round trips per turn. Report each cost as a ratio to nginx's."
     )
     var relayBaseline = false
 
@@ -202,7 +202,13 @@ struct ServiceBenchmark: AsyncParsableCommand {
                 if relayBaseline {
                     let anchor = try await runRelayBaseline(level, group: group, stub: stub)
                     let floor = try await runRelayFloor(level, group: group, stub: stub)
+                    let durable = try await runRelayFloor(
+                        level, group: group, stub: stub, database: database.conninfo, postmaster: postmaster)
                     anchorRows.append(serviceRow.line(level: level, name: "agent-service", anchor: anchor.cpuPerTurn))
+                    anchorRows.append(
+                        durable.line(
+                            level: level, name: "Hummingbird + libcurl + begin/finish turn → stub",
+                            anchor: anchor.cpuPerTurn))
                     anchorRows.append(
                         floor.line(level: level, name: "Hummingbird + libcurl → stub", anchor: anchor.cpuPerTurn))
                     anchorRows.append(anchor.line(level: level, name: "nginx → stub", anchor: anchor.cpuPerTurn))
@@ -326,25 +332,31 @@ extension ServiceBenchmark {
     /// The same level through `agent-bench relay-floor`: the byte relay built from the service's own stack
     /// (Hummingbird, libcurl, one hop per chunk), with the service's allocator. Between nginx and the service: what
     /// the stack costs before any of the service's own work.
-    fileprivate func runRelayFloor(_ level: Int, group: MultiThreadedEventLoopGroup, stub: ChildProcess)
-        async throws -> AnchorRow
-    {
+    /// With `database`, the relay also begins and finishes each turn there (the service's two durable round trips),
+    /// and Postgres's CPU per turn is reported beside it.
+    fileprivate func runRelayFloor(
+        _ level: Int, group: MultiThreadedEventLoopGroup, stub: ChildProcess, database: String? = nil,
+        postmaster: Int32? = nil
+    ) async throws -> AnchorRow {
         let mimalloc = "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2"
         let relay = try await ChildProcess.start(
             executable: benchBinary ?? CommandLine.arguments[0],
-            arguments: ["relay-floor", "--upstream-port", "\(stub.port)"],
+            arguments: ["relay-floor", "--upstream-port", "\(stub.port)"]
+                + (database.map { ["--database-url", $0] } ?? []),
             environment: FileManager.default.fileExists(atPath: mimalloc) ? ["LD_PRELOAD": mimalloc] : [:],
             readyPattern: #"relay listening on (\d+)"#)
         defer { relay.terminate() }
         _ = try await runLevel(min(20, level), group: group, ports: [relay.port], wire: .claude)
         let stats = ProcessStats(pid: relay.pid)
         let before = stats.cpuSeconds()
+        let postgresBefore = database == nil ? nil : postmaster.map(processTreeCPU)
         let results = try await runLevel(level, group: group, ports: [relay.port], wire: .claude)
         let cpu = stats.cpuSeconds() - before
+        let postgres = postgresBefore.flatMap { earlier in postmaster.map { processTreeCPU($0) - earlier } }
         let completed = Double(results.filter(\.done).count)
+        let perTurn = { (seconds: Double) in completed > 0 ? seconds / completed * 1_000 : .nan }
         return AnchorRow(
-            results: results, cpuPerTurn: completed > 0 ? cpu / completed * 1_000 : .nan, postgresPerTurn: nil,
-            statements: nil)
+            results: results, cpuPerTurn: perTurn(cpu), postgresPerTurn: postgres.map(perTurn), statements: nil)
     }
 }
 

@@ -70,13 +70,14 @@ extension JSONWriter {
 /// The one event shape that makes up most of a reply, read without building a ``JSONValue``: exactly
 /// `{"type":"content_block_delta","index":N,"delta":{"type":"text_delta","text":"…"}}`, the way the API writes it.
 /// Anything else (other spacing or key order, another delta type) returns nil and goes to the full parser, so the
-/// result is always the full parser's.
-enum TextDeltaShape {
+/// result is always the full parser's. Public for `agent-bench relay-floor`, which keeps a reply's text without the
+/// rest of the client.
+public enum TextDeltaShape {
     private static let head = Array(#"{"type":"content_block_delta","index":"#.utf8)
     private static let middle = Array(#","delta":{"type":"text_delta","text":"#.utf8)
 
     /// The block index and the text, or nil when `data` is not exactly that shape.
-    static func match(_ data: String) -> (index: Int, text: String)? {
+    public static func match(_ data: String) -> (index: Int, text: String)? {
         var data = data
         return data.withUTF8 { utf8 -> (index: Int, text: String)? in
             guard utf8.count > head.count + middle.count + 4, utf8.starts(with: head) else { return nil }
