@@ -110,6 +110,16 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // The connection's event loop as a request context and a task executor (the service's and relay-floor's).
+        .target(
+            name: "EventLoopExecution",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
         // The executable: agent layer, HTTP API, CLI.
         .executableTarget(
             name: "AgentService",
@@ -119,6 +129,7 @@ let package = Package(
                 "ClaudeStub",
                 "Tools",
                 "SupabaseAuth",
+                "EventLoopExecution",
                 .target(name: "CMimalloc", condition: .when(platforms: [.linux])),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -152,6 +163,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 // `relay-floor`: the relay built from the service's own stack, for `service --relay-baseline`.
                 .product(name: "Hummingbird", package: "hummingbird"),
+                "EventLoopExecution",
             ],
             swiftSettings: swiftSettings
         ),
@@ -192,7 +204,7 @@ let package = Package(
         .testTarget(
             name: "AgentServiceTests",
             dependencies: [
-                "AgentService", "ThreadStore", "Claude", "ClaudeStub", "TestSupport", "SupabaseAuth",
+                "AgentService", "ThreadStore", "Claude", "ClaudeStub", "TestSupport", "SupabaseAuth", "EventLoopExecution",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),

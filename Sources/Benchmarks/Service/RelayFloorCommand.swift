@@ -1,5 +1,6 @@
 import ArgumentParser
 import Claude
+import EventLoopExecution
 import Foundation
 import Hummingbird
 import Logging
@@ -51,7 +52,7 @@ struct RelayFloorCommand: AsyncParsableCommand {
             Database(configuration: DatabaseConfiguration(conninfo: $0, poolSize: 8), logger: logger)
         }
         let repository = database.map { ThreadRepository(database: $0) }
-        let router = Router(context: FloorContext.self)
+        let router = Router(context: EventLoopRequestContext.self)
         router.post("/v1/messages") { request, context -> Response in
             let body = try await request.body.collect(upTo: 1 << 20)
             let turn: (user: UUID, id: UUID)? = if let repository { try await Self.begin(on: repository) } else { nil }
@@ -60,7 +61,7 @@ struct RelayFloorCommand: AsyncParsableCommand {
                     method: "POST", url: upstream,
                     headers: [("content-type", "application/json"), ("anthropic-version", "2023-06-01")],
                     body: Array(buffer: body)))
-            let executor = LoopExecutor(context.eventLoop)
+            let executor = EventLoopTaskExecutor(context.eventLoop)
             return Response(
                 status: .init(code: response.status), headers: [.contentType: "text/event-stream"],
                 body: ResponseBody { writer in
@@ -114,30 +115,5 @@ struct ReplyText {
         for event in decoder.feed(chunk) {
             if let delta = TextDeltaShape.match(event.data) { text += delta.text }
         }
-    }
-}
-
-/// Hummingbird's basic context plus the connection's event loop (as the service's `AgentRequestContext`).
-struct FloorContext: RequestContext {
-    var coreContext: CoreRequestContextStorage
-    let eventLoop: any EventLoop
-
-    init(source: ApplicationRequestContextSource) {
-        coreContext = .init(source: source)
-        eventLoop = source.channel.eventLoop
-    }
-}
-
-/// Runs a task's jobs on one event loop (as the service's `EventLoopTaskExecutor`).
-final class LoopExecutor: TaskExecutor {
-    let eventLoop: any EventLoop
-
-    init(_ eventLoop: any EventLoop) {
-        self.eventLoop = eventLoop
-    }
-
-    func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
-        eventLoop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
     }
 }

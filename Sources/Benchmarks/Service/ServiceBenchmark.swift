@@ -312,26 +312,19 @@ extension ServiceBenchmark {
         let nginx = try await Nginx.start(
             upstreams: [stub.port], readTimeoutSeconds: 60, workerConnections: level * 2 + 200)
         do {
-            _ = try await runLevel(min(20, level), group: group, ports: [nginx.port], wire: .claude)
-            let before = processTreeCPU(nginx.pid)
-            let results = try await runLevel(level, group: group, ports: [nginx.port], wire: .claude)
-            let cpu = processTreeCPU(nginx.pid) - before
+            let row = try await measureRelay(level, group: group, port: nginx.port) { processTreeCPU(nginx.pid) }
             await nginx.stop()
-            let completed = Double(results.filter(\.done).count)
-            return AnchorRow(
-                results: results, cpuPerTurn: completed > 0 ? cpu / completed * 1_000 : .nan, postgresPerTurn: nil,
-                statements: nil)
+            return row
         } catch {
             await nginx.stop()
             throw error
         }
     }
-}
 
-extension ServiceBenchmark {
     /// The same level through `agent-bench relay-floor`: the byte relay built from the service's own stack
     /// (Hummingbird, libcurl, one hop per chunk), with the service's allocator. Between nginx and the service: what
     /// the stack costs before any of the service's own work.
+    ///
     /// With `database`, the relay also begins and finishes each turn there (the service's two durable round trips),
     /// and Postgres's CPU per turn is reported beside it.
     fileprivate func runRelayFloor(
@@ -346,17 +339,28 @@ extension ServiceBenchmark {
             environment: FileManager.default.fileExists(atPath: mimalloc) ? ["LD_PRELOAD": mimalloc] : [:],
             readyPattern: #"relay listening on (\d+)"#)
         defer { relay.terminate() }
-        _ = try await runLevel(min(20, level), group: group, ports: [relay.port], wire: .claude)
         let stats = ProcessStats(pid: relay.pid)
-        let before = stats.cpuSeconds()
-        let postgresBefore = database == nil ? nil : postmaster.map(processTreeCPU)
-        let results = try await runLevel(level, group: group, ports: [relay.port], wire: .claude)
-        let cpu = stats.cpuSeconds() - before
-        let postgres = postgresBefore.flatMap { earlier in postmaster.map { processTreeCPU($0) - earlier } }
+        return try await measureRelay(
+            level, group: group, port: relay.port, cpu: { stats.cpuSeconds() },
+            postgres: database == nil ? nil : postmaster.map { pid in { processTreeCPU(pid) } })
+    }
+
+    /// A warm-up of 20 streams through the relay on `port`, then the level, in Claude's own wire format; `cpu` (and
+    /// `postgres`) read the CPU seconds whose difference over the level is reported per turn.
+    private func measureRelay(
+        _ level: Int, group: MultiThreadedEventLoopGroup, port: Int, cpu: () -> Double,
+        postgres: (() -> Double)? = nil
+    ) async throws -> AnchorRow {
+        _ = try await runLevel(min(20, level), group: group, ports: [port], wire: .claude)
+        let (cpuBefore, postgresBefore) = (cpu(), postgres?())
+        let results = try await runLevel(level, group: group, ports: [port], wire: .claude)
+        let (cpuAfter, postgresAfter) = (cpu(), postgres?())
         let completed = Double(results.filter(\.done).count)
         let perTurn = { (seconds: Double) in completed > 0 ? seconds / completed * 1_000 : .nan }
         return AnchorRow(
-            results: results, cpuPerTurn: perTurn(cpu), postgresPerTurn: postgres.map(perTurn), statements: nil)
+            results: results, cpuPerTurn: perTurn(cpuAfter - cpuBefore),
+            postgresPerTurn: postgresAfter.flatMap { after in postgresBefore.map { perTurn(after - $0) } },
+            statements: nil)
     }
 }
 

@@ -118,19 +118,11 @@ final class StreamDriver: @unchecked Sendable {  // used by one thread at a time
             if Task.isCancelled {
                 throw ClaudeError(kind: .cancelled, message: "cancelled", requestID: requestID, attempts: attempts)
             }
-            try await failAttempt(
-                client.mapTransportError(error, attempts: attempts, afterHead: true, requestID: requestID))
+            try await failAttempt(endFailure(error))
             return
         }
         guard let chunk else {
-            decoder.finish()
-            try await failAttempt(
-                ClaudeError(
-                    kind: .truncated, status: 200, message: "the stream ended before message_stop",
-                    requestID: requestID,
-                    isRetryable: true, attempts: attempts
-                )
-            )
+            try await failAttempt(endFailure(nil))
             return
         }
         for event in decoder.feed(chunk) {
@@ -207,8 +199,8 @@ final class StreamDriver: @unchecked Sendable {  // used by one thread at a time
         return nil
     }
 
-    /// What ends a pushed body that stopped before `message_stop` (the same as in `step()`).
-    private func endFailure(_ error: HTTPClientError?) -> ClaudeError {
+    /// What ends an attempt whose body stopped before `message_stop`: `error`, or a clean end (`nil`).
+    private func endFailure(_ error: (any Error)?) -> ClaudeError {
         guard let error else {
             decoder.finish()
             return ClaudeError(
